@@ -1,0 +1,59 @@
+// Command refit is the CLI and service of refit, a GitOps reconciler that
+// ships image-only changes to running workloads as in-place Pod updates.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+// Set at build time by the Makefile (-ldflags -X).
+var (
+	version = "dev"
+	commit  = "unknown"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newRootCommand().ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "refit:", err)
+		os.Exit(exitCode(err))
+	}
+}
+
+func newRootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "refit",
+		Short:         "GitOps reconciler that updates workload images in place",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newVersionCommand())
+	return root
+}
+
+// exitStatus lets a command choose its exit code (plan exits 2 when there
+// are changes) while still returning an error to main.
+type exitStatus struct {
+	code int
+	err  error
+}
+
+func (e *exitStatus) Error() string { return e.err.Error() }
+func (e *exitStatus) Unwrap() error { return e.err }
+
+func exitCode(err error) int {
+	var es *exitStatus
+	if errors.As(err, &es) {
+		return es.code
+	}
+	return 1
+}
