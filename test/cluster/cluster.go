@@ -182,7 +182,6 @@ func (c *Cluster) create(ctx context.Context) error {
 		"--kube-scheduler-binary", c.Tools.KubeScheduler,
 		"--etcd-binary", c.Tools.Etcd,
 		"--kwok-controller-binary", c.Tools.Kwok,
-		"--kubectl-binary", c.Tools.Kubectl,
 		"--config", stagesPath,
 		"--kubeconfig", filepath.Join(c.stateDir, "kwokctl-kubeconfig.yaml"),
 		"--disable-qps-limits",

@@ -27,6 +27,15 @@ func namespace(t *testing.T) string {
 	t.Cleanup(func() {
 		_ = bed.Client.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{})
 	})
+	// Pods are refused until the service account controller has made the
+	// namespace's default ServiceAccount.
+	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, err := bed.Client.CoreV1().ServiceAccounts(name).Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, nil
+	})
+	if err != nil {
+		t.Fatalf("namespace %s: no default ServiceAccount: %v", name, err)
+	}
 	return name
 }
 
