@@ -1,0 +1,146 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+)
+
+type stage struct {
+	Kind     string `json:"kind"`
+	Metadata struct {
+		Name string `json:"name"`
+	} `json:"metadata"`
+	Spec struct {
+		Selector struct {
+			MatchExpressions []struct {
+				Key string `json:"key"`
+			} `json:"matchExpressions"`
+		} `json:"selector"`
+		Delay *struct {
+			DurationMilliseconds int64 `json:"durationMilliseconds"`
+		} `json:"delay"`
+	} `json:"spec"`
+}
+
+func renderedStages(t *testing.T, opts Options) map[string]stage {
+	t.Helper()
+	out, err := renderStages(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stages := map[string]stage{}
+	for _, doc := range bytes.Split(out, []byte("\n---\n")) {
+		var s stage
+		if err := yaml.Unmarshal(doc, &s); err != nil {
+			t.Fatalf("stage document is not YAML: %v\n%s", err, doc)
+		}
+		if s.Kind == "" {
+			continue // the leading comment block
+		}
+		if s.Kind != "Stage" || s.Metadata.Name == "" {
+			t.Fatalf("want a named Stage, got kind %q name %q", s.Kind, s.Metadata.Name)
+		}
+		stages[s.Metadata.Name] = s
+	}
+	return stages
+}
+
+func TestRenderStages(t *testing.T) {
+	opts := DefaultOptions()
+	opts.RestartDelay = 1234e6
+	opts.BadImagePattern = `it's\.bad:\d+`
+	stages := renderedStages(t, opts)
+
+	for _, name := range []string{"node-initialize", "node-heartbeat", "pod-create", "pod-start", "pod-image-pull-error",
+		"pod-image-pull-backoff", "pod-container-kill", "pod-container-restart", "pod-ready-recompute", "pod-delete"} {
+		if _, ok := stages[name]; !ok {
+			t.Errorf("stage %s missing", name)
+		}
+	}
+	if d := stages["pod-container-restart"].Spec.Delay; d == nil || d.DurationMilliseconds != 1234 {
+		t.Errorf("pod-container-restart delay = %+v, want 1234 ms", d)
+	}
+	// The pattern reaches jq as a string literal equal to the pattern.
+	found := false
+	for _, e := range stages["pod-start"].Spec.Selector.MatchExpressions {
+		start := strings.Index(e.Key, "test(")
+		if start < 0 {
+			continue
+		}
+		lit := e.Key[start+len("test(") : strings.Index(e.Key, ")")]
+		var got string
+		if err := json.Unmarshal([]byte(lit), &got); err != nil || got != opts.BadImagePattern {
+			t.Errorf("jq literal %s decodes to %q (%v), want %q", lit, got, err, opts.BadImagePattern)
+		}
+		found = true
+	}
+	if !found {
+		t.Error("pod-start does not test images against the bad-image pattern")
+	}
+}
+
+func TestOptionsValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		mutate func(*Options)
+		want   string
+	}{
+		{"default", func(*Options) {}, ""},
+		{"bad name", func(o *Options) { o.Name = "Refit_1" }, "cluster name"},
+		{"no pods", func(o *Options) { o.PodsPerNode = 0 }, "pods per node"},
+		{"bad regexp", func(o *Options) { o.BadImagePattern = "(" }, "not a regexp"},
+		{"nil log", func(o *Options) { o.Log = nil }, "Log is nil"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := DefaultOptions()
+			tc.mutate(&opts)
+			err := opts.validate()
+			if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+				t.Errorf("validate() = %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestEnsureToolsWithoutGo(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	_, err := EnsureTools(context.Background(), t.TempDir(), &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "go toolchain is not on PATH") {
+		t.Fatalf("EnsureTools without go = %v, want a message naming the missing toolchain", err)
+	}
+}
+
+// A failed build names the group, says why, and leaves no cache entry, so
+// the next run builds again instead of using half a tool set.
+func TestFailedBuildLeavesNoCacheEntry(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "demo-v1")
+	g := toolGroup{
+		name:     "demo-v1",
+		binaries: []string{"demo"},
+		build: func(_ context.Context, _ *builder, out string) error {
+			_ = os.WriteFile(filepath.Join(out, "demo"), []byte("#!/bin/sh\n"), 0o755)
+			return errors.New("compile failed")
+		},
+	}
+	var log bytes.Buffer
+	err := ensureGroup(context.Background(), &builder{}, g, dir, &log)
+	if err == nil || !strings.Contains(err.Error(), "build demo-v1: compile failed") {
+		t.Fatalf("ensureGroup = %v, want the group and the cause", err)
+	}
+	for _, p := range []string{dir, dir + ".partial"} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s exists after a failed build", p)
+		}
+	}
+	if !strings.Contains(log.String(), "building demo-v1") {
+		t.Errorf("no progress line: %q", log.String())
+	}
+}
