@@ -1,0 +1,271 @@
+package diff
+
+import (
+	"fmt"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/runtime/schema"
+)
+
+// podSpecPath is where a kind that refit can update in place keeps the Pod
+// spec, or nil for other kinds.
+func podSpecPath(gk schema.GroupKind) []string {
+	switch gk {
+	case schema.GroupKind{Group: "apps", Kind: "Deployment"},
+		schema.GroupKind{Group: "apps", Kind: "StatefulSet"},
+		schema.GroupKind{Group: "apps", Kind: "DaemonSet"}:
+		return []string{"spec", "template", "spec"}
+	case schema.GroupKind{Kind: "Pod"}:
+		return []string{"spec"}
+	}
+	return nil
+}
+
+// IsWorkload reports whether refit can update objects of this kind in place.
+func IsWorkload(gk schema.GroupKind) bool { return podSpecPath(gk) != nil }
+
+// ignoredPaths never count as a change: the server or other controllers
+// own them, and a dry-run moves some of them by itself.
+var ignoredPaths = map[string]bool{
+	"metadata.managedFields":     true,
+	"metadata.resourceVersion":   true,
+	"metadata.generation":        true,
+	"metadata.creationTimestamp": true,
+	"metadata.uid":               true,
+	"metadata.selfLink":          true,
+	"status":                     true,
+}
+
+// Classification is the outcome of comparing a live object with what the
+// server would make of the desired one.
+type Classification struct {
+	// Changed is false when nothing but ignored fields differ.
+	Changed bool `json:"changed"`
+	// Class is set for workload kinds only.
+	Class  Class         `json:"class,omitempty"`
+	Images []ImageChange `json:"images,omitempty"`
+	// Fields are all the paths that differ (images included).
+	Fields []string `json:"fields,omitempty"`
+	// PodsAffected is set when a field of the Pod template (or of a bare
+	// Pod's spec) differs: applying it replaces Pods unless done in place.
+	PodsAffected bool `json:"podsAffected,omitempty"`
+}
+
+// Classify compares live with merged (the server-side-apply dry-run result)
+// for an object of kind gk. It is a pure function of its inputs.
+func Classify(gk schema.GroupKind, live, merged map[string]any) Classification {
+	var fields []string
+	walk("", live, merged, &fields)
+	sort.Strings(fields)
+	if len(fields) == 0 {
+		return Classification{}
+	}
+	c := Classification{Changed: true, Fields: fields}
+	spec := podSpecPath(gk)
+	if spec == nil {
+		return c
+	}
+	prefix := strings.Join(spec, ".") + "."
+	// The template of a workload; a bare Pod's own spec.
+	template := prefix
+	if len(spec) > 1 {
+		template = strings.Join(spec[:len(spec)-1], ".") + "."
+	}
+	for _, f := range fields {
+		if strings.HasPrefix(f, template) {
+			c.PodsAffected = true
+		}
+	}
+	podSpec, liveSpec := nestedMap(merged, spec...), nestedMap(live, spec...)
+	c.Class = ImageOnly
+	for _, f := range fields {
+		var img ImageChange
+		ok := strings.HasPrefix(f, prefix)
+		if ok {
+			img, ok = imageChange(strings.TrimPrefix(f, prefix), podSpec)
+		}
+		if !ok {
+			c.Class = Structural
+			c.Images = nil
+			return c
+		}
+		img.From = containerImage(liveSpec, img.Init, img.Container)
+		c.Images = append(c.Images, img)
+	}
+	return c
+}
+
+// imageChange recognises a path (relative to the Pod spec) that is the
+// image of a container, or of a restartable init container (a sidecar):
+// those are the only Pod spec changes the kubelet applies to a running Pod.
+// A regular init container only runs when a Pod is created.
+func imageChange(rel string, podSpec map[string]any) (ImageChange, bool) {
+	for _, list := range []string{"containers", "initContainers"} {
+		prefix := list + "[name="
+		if !strings.HasPrefix(rel, prefix) || !strings.HasSuffix(rel, "].image") {
+			continue
+		}
+		name := strings.TrimSuffix(strings.TrimPrefix(rel, prefix), "].image")
+		init := list == "initContainers"
+		c := container(podSpec, init, name)
+		if c == nil {
+			return ImageChange{}, false
+		}
+		if init {
+			if policy, _ := c["restartPolicy"].(string); policy != "Always" {
+				return ImageChange{}, false
+			}
+		}
+		to, _ := c["image"].(string)
+		return ImageChange{Container: name, Init: init, To: to}, true
+	}
+	return ImageChange{}, false
+}
+
+func container(podSpec map[string]any, init bool, name string) map[string]any {
+	list := "containers"
+	if init {
+		list = "initContainers"
+	}
+	items, _ := podSpec[list].([]any)
+	for _, item := range items {
+		if m, ok := item.(map[string]any); ok && m["name"] == name {
+			return m
+		}
+	}
+	return nil
+}
+
+func containerImage(podSpec map[string]any, init bool, name string) string {
+	image, _ := container(podSpec, init, name)["image"].(string)
+	return image
+}
+
+func nestedMap(obj map[string]any, path ...string) map[string]any {
+	cur := obj
+	for _, p := range path {
+		next, ok := cur[p].(map[string]any)
+		if !ok {
+			return nil
+		}
+		cur = next
+	}
+	return cur
+}
+
+// walk appends to out the paths at which a and b differ. Lists whose items
+// all have a name are matched by name (containers, env, volumes, ports…),
+// so a reordering or an insertion reports the item, not every index after it.
+func walk(path string, a, b any, out *[]string) {
+	if ignoredPaths[path] {
+		return
+	}
+	switch av := a.(type) {
+	case map[string]any:
+		bv, ok := b.(map[string]any)
+		if !ok {
+			*out = append(*out, path)
+			return
+		}
+		keys := map[string]bool{}
+		for k := range av {
+			keys[k] = true
+		}
+		for k := range bv {
+			keys[k] = true
+		}
+		for k := range keys {
+			walk(join(path, k), av[k], bv[k], out)
+		}
+	case []any:
+		bv, ok := b.([]any)
+		if !ok {
+			*out = append(*out, path)
+			return
+		}
+		walkList(path, av, bv, out)
+	default:
+		if !reflect.DeepEqual(a, b) {
+			*out = append(*out, path)
+		}
+	}
+}
+
+func walkList(path string, a, b []any, out *[]string) {
+	an, aok := byName(a)
+	bn, bok := byName(b)
+	if aok && bok {
+		names := map[string]bool{}
+		for n := range an {
+			names[n] = true
+		}
+		for n := range bn {
+			names[n] = true
+		}
+		for n := range names {
+			walk(fmt.Sprintf("%s[name=%s]", path, n), an[n], bn[n], out)
+		}
+		return
+	}
+	if len(a) != len(b) {
+		*out = append(*out, path)
+		return
+	}
+	for i := range a {
+		walk(path+"["+strconv.Itoa(i)+"]", a[i], b[i], out)
+	}
+}
+
+// byName indexes a list of objects by their unique "name" field.
+func byName(list []any) (map[string]any, bool) {
+	if len(list) == 0 {
+		return map[string]any{}, true
+	}
+	m := make(map[string]any, len(list))
+	for _, item := range list {
+		obj, ok := item.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		name, ok := obj["name"].(string)
+		if !ok || m[name] != nil {
+			return nil, false
+		}
+		m[name] = obj
+	}
+	return m, true
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// Decide chooses how an update of a workload reaches the cluster, from its
+// classification and the workload's policy. It returns an error for an
+// unknown policy.
+func Decide(c Classification, policy Policy) (Path, string, error) {
+	class := c.Class
+	switch policy {
+	case InPlaceIfPossible, InPlaceOnly, Recreate:
+	default:
+		return "", "", fmt.Errorf("unknown %s %q (want %s, %s or %s)", PolicyAnnotation, policy, InPlaceIfPossible, InPlaceOnly, Recreate)
+	}
+	switch {
+	case class == ImageOnly && policy == Recreate:
+		return PathRecreate, "update policy Recreate", nil
+	case class == ImageOnly:
+		return PathInPlace, "", nil
+	case !c.PodsAffected:
+		return PathApply, "Pod template unchanged: no Pod is replaced", nil
+	case policy == InPlaceOnly:
+		return PathRefused, "structural change refused by update policy InPlaceOnly", nil
+	default:
+		return PathRecreate, "structural change", nil
+	}
+}
