@@ -37,6 +37,8 @@ var ignoredPaths = map[string]bool{
 	"metadata.uid":               true,
 	"metadata.selfLink":          true,
 	"status":                     true,
+	// The DaemonSet registry strategy bumps it on every template change.
+	"metadata.annotations.deprecated.daemonset.template.generation": true,
 }
 
 // Classification is the outcome of comparing a live object with what the

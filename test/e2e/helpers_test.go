@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/apimachinery/pkg/util/wait"
 )
@@ -97,4 +98,17 @@ func describePod(pod *corev1.Pod) string {
 		fmt.Fprintf(&b, " %s=%s", c.Type, c.Status)
 	}
 	return b.String()
+}
+
+// resourceOf maps the few kinds the tests write directly to their resource.
+func resourceOf(kind string) (schema.GroupVersionResource, bool) {
+	switch kind {
+	case "Deployment", "StatefulSet", "DaemonSet":
+		return schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: strings.ToLower(kind) + "s"}, true
+	case "ConfigMap":
+		return schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}, true
+	case "Namespace":
+		return schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}, false
+	}
+	panic("resourceOf: unexpected kind " + kind)
 }
