@@ -48,6 +48,15 @@ func (s *Server) CreateRepo(name string) (*Repo, error) {
 	if err := b.Storer.SetReference(head); err != nil {
 		return nil, fmt.Errorf("repo %s: set HEAD: %w", name, err)
 	}
+	// Tests delete the default branch too, as a host's UI allows.
+	cfg, err := b.Config()
+	if err != nil {
+		return nil, fmt.Errorf("repo %s: config: %w", name, err)
+	}
+	cfg.Raw.Section("receive").SetOption("denyDeleteCurrent", "ignore")
+	if err := b.SetConfig(cfg); err != nil {
+		return nil, fmt.Errorf("repo %s: config: %w", name, err)
+	}
 	workDir := filepath.Join(s.root, "work", repoDir(name))
 	w, err := git.PlainInit(workDir, false)
 	if err != nil {
