@@ -1,0 +1,330 @@
+package source
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/go-git/go-git/v5/plumbing/transport"
+)
+
+// Provider names how a webhook is signed.
+type Provider string
+
+const (
+	// GitHub signs the body: X-Hub-Signature-256: sha256=<hex HMAC-SHA256>.
+	GitHub Provider = "github"
+	// GitLab sends the shared secret: X-Gitlab-Token.
+	GitLab Provider = "gitlab"
+	// Gitea signs the body: X-Gitea-Signature: <hex HMAC-SHA256>.
+	Gitea Provider = "gitea"
+	// Generic sends the shared secret: Authorization: Bearer <token>.
+	Generic Provider = "generic"
+)
+
+// Trigger asks for a poll. Fire never blocks, and any number of fires before
+// the poller reads C come out as one: a flood of hooks is one poll.
+type Trigger struct{ ch chan struct{} }
+
+// NewTrigger returns a Trigger with nothing pending.
+func NewTrigger() *Trigger { return &Trigger{ch: make(chan struct{}, 1)} }
+
+// Fire requests a poll.
+func (t *Trigger) Fire() {
+	select {
+	case t.ch <- struct{}{}:
+	default: // one is already pending
+	}
+}
+
+// C delivers a value when a poll was requested.
+func (t *Trigger) C() <-chan struct{} { return t.ch }
+
+// Hook is one webhook the Receiver accepts.
+type Hook struct {
+	// Path the hook is served on (e.g. /hooks/app). Several hooks may share
+	// a path; each is checked with its own secret and repository.
+	Path     string
+	Provider Provider
+	Secret   string
+	// RepoURL, when set, must match the repository the payload names (any
+	// of its clone, SSH or web URLs; scheme, user, port and ".git" are
+	// ignored). Providers that send no URL match on Path alone.
+	RepoURL string
+	Trigger *Trigger
+}
+
+// ReceiverOptions bound what the Receiver accepts.
+type ReceiverOptions struct {
+	// MaxBody is the largest body accepted (bytes).
+	MaxBody int64
+	// Deliveries is how many delivery IDs are remembered to drop replays.
+	Deliveries int
+}
+
+// DefaultReceiverOptions: GitHub caps payloads at 25 MB, but push payloads
+// are a few kB; 1 MiB leaves room for large pushes.
+func DefaultReceiverOptions() ReceiverOptions {
+	return ReceiverOptions{MaxBody: 1 << 20, Deliveries: 4096}
+}
+
+// Receiver is an http.Handler for Git host webhooks. A request that is
+// signed for a hook fires the hook's Trigger. Signatures are checked in
+// constant time. A replayed delivery ID is acknowledged and ignored; a
+// replay under a new ID can at worst cause one extra poll.
+type Receiver struct {
+	opts  ReceiverOptions
+	hooks map[string][]Hook
+
+	mu   sync.Mutex
+	seen map[string]bool
+	ring []string
+	next int
+}
+
+// NewReceiver checks the hooks and returns a Receiver serving them.
+func NewReceiver(opts ReceiverOptions, hooks ...Hook) (*Receiver, error) {
+	def := DefaultReceiverOptions()
+	if opts.MaxBody <= 0 {
+		opts.MaxBody = def.MaxBody
+	}
+	if opts.Deliveries <= 0 {
+		opts.Deliveries = def.Deliveries
+	}
+	r := &Receiver{opts: opts, hooks: map[string][]Hook{}, seen: map[string]bool{}, ring: make([]string, opts.Deliveries)}
+	for _, h := range hooks {
+		switch {
+		case !strings.HasPrefix(h.Path, "/"):
+			return nil, fmt.Errorf("hook %q: path must start with /", h.Path)
+		case h.Secret == "":
+			return nil, fmt.Errorf("hook %s: secret is required", h.Path)
+		case h.Trigger == nil:
+			return nil, fmt.Errorf("hook %s: trigger is required", h.Path)
+		}
+		switch h.Provider {
+		case GitHub, GitLab, Gitea, Generic:
+		default:
+			return nil, fmt.Errorf("hook %s: unknown provider %q", h.Path, h.Provider)
+		}
+		r.hooks[h.Path] = append(r.hooks[h.Path], h)
+	}
+	return r, nil
+}
+
+func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	hooks, ok := r.hooks[req.URL.Path]
+	if !ok {
+		http.NotFound(w, req)
+		return
+	}
+	if req.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	if req.ContentLength > r.opts.MaxBody {
+		http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, r.opts.MaxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		http.Error(w, "cannot read body", http.StatusBadRequest)
+		return
+	}
+	status, msg := r.dispatch(req, body, hooks)
+	http.Error(w, msg, status)
+}
+
+// dispatch verifies the request against each hook on its path and fires
+// the ones it is for.
+func (r *Receiver) dispatch(req *http.Request, body []byte, hooks []Hook) (int, string) {
+	var verified []Hook
+	worst := http.StatusUnauthorized // no credential for any hook
+	for _, h := range hooks {
+		switch status := verify(h, req, body); status {
+		case http.StatusOK:
+			verified = append(verified, h)
+		case http.StatusBadRequest, http.StatusForbidden:
+			if worst != http.StatusBadRequest {
+				worst = status
+			}
+		}
+	}
+	if len(verified) == 0 {
+		return worst, http.StatusText(worst)
+	}
+	if isPing(req) {
+		return http.StatusOK, "pong"
+	}
+	if id := deliveryID(req); id != "" && r.replayed(id) {
+		return http.StatusOK, "duplicate delivery ignored"
+	}
+	var urls []string
+	needURL := false
+	for _, h := range verified {
+		needURL = needURL || h.RepoURL != ""
+	}
+	if needURL {
+		var err error
+		if urls, err = payloadRepoURLs(body); err != nil {
+			return http.StatusBadRequest, "malformed payload"
+		}
+	}
+	fired := 0
+	for _, h := range verified {
+		if h.RepoURL == "" || len(urls) == 0 || matchesAny(h.RepoURL, urls) {
+			h.Trigger.Fire()
+			fired++
+		}
+	}
+	if fired == 0 {
+		return http.StatusOK, "no matching repository"
+	}
+	return http.StatusAccepted, "poll requested"
+}
+
+// verify returns 200 when req carries h's credential, 401 when it carries
+// none, 400 when it is malformed and 403 when it is wrong.
+func verify(h Hook, req *http.Request, body []byte) int {
+	switch h.Provider {
+	case GitHub:
+		sig := req.Header.Get("X-Hub-Signature-256")
+		if sig == "" {
+			return http.StatusUnauthorized
+		}
+		hexSig, ok := strings.CutPrefix(sig, "sha256=")
+		if !ok {
+			return http.StatusBadRequest
+		}
+		return checkHMAC(h.Secret, body, hexSig)
+	case Gitea:
+		sig := req.Header.Get("X-Gitea-Signature")
+		if sig == "" {
+			return http.StatusUnauthorized
+		}
+		return checkHMAC(h.Secret, body, sig)
+	case GitLab:
+		tok := req.Header.Get("X-Gitlab-Token")
+		if tok == "" {
+			return http.StatusUnauthorized
+		}
+		return checkToken(h.Secret, tok)
+	case Generic:
+		auth := req.Header.Get("Authorization")
+		if auth == "" {
+			return http.StatusUnauthorized
+		}
+		tok, ok := strings.CutPrefix(auth, "Bearer ")
+		if !ok {
+			return http.StatusBadRequest
+		}
+		return checkToken(h.Secret, tok)
+	}
+	return http.StatusUnauthorized
+}
+
+func checkHMAC(secret string, body []byte, hexSig string) int {
+	got, err := hex.DecodeString(hexSig)
+	if err != nil || len(got) != sha256.Size {
+		return http.StatusBadRequest
+	}
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write(body)
+	if !hmac.Equal(got, mac.Sum(nil)) {
+		return http.StatusForbidden
+	}
+	return http.StatusOK
+}
+
+func checkToken(secret, tok string) int {
+	if subtle.ConstantTimeCompare([]byte(secret), []byte(tok)) != 1 {
+		return http.StatusForbidden
+	}
+	return http.StatusOK
+}
+
+func isPing(req *http.Request) bool {
+	return req.Header.Get("X-GitHub-Event") == "ping"
+}
+
+func deliveryID(req *http.Request) string {
+	for _, h := range []string{"X-GitHub-Delivery", "X-Gitea-Delivery", "X-Gitlab-Event-UUID"} {
+		if v := req.Header.Get(h); v != "" {
+			return h + ":" + v
+		}
+	}
+	return ""
+}
+
+// replayed records id and says whether it was seen before. Only deliveries
+// that passed verification are recorded, so unsigned requests cannot fill
+// the memory with IDs to block real deliveries.
+func (r *Receiver) replayed(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.seen[id] {
+		return true
+	}
+	if old := r.ring[r.next]; old != "" {
+		delete(r.seen, old)
+	}
+	r.ring[r.next] = id
+	r.next = (r.next + 1) % len(r.ring)
+	r.seen[id] = true
+	return false
+}
+
+// payloadRepoURLs reads the repository URLs GitHub, Gitea and GitLab put in
+// push and tag events.
+func payloadRepoURLs(body []byte) ([]string, error) {
+	var p struct {
+		Repository map[string]any `json:"repository"`
+		Project    map[string]any `json:"project"`
+	}
+	if err := json.Unmarshal(body, &p); err != nil {
+		return nil, err
+	}
+	var urls []string
+	for _, m := range []map[string]any{p.Repository, p.Project} {
+		for _, k := range []string{"clone_url", "ssh_url", "html_url", "git_url", "url", "git_http_url", "git_ssh_url", "web_url", "homepage"} {
+			if s, ok := m[k].(string); ok && s != "" {
+				urls = append(urls, s)
+			}
+		}
+	}
+	return urls, nil
+}
+
+func matchesAny(repoURL string, urls []string) bool {
+	want := repoKey(repoURL)
+	for _, u := range urls {
+		if repoKey(u) == want {
+			return true
+		}
+	}
+	return false
+}
+
+// repoKey reduces a repository URL to lower-case host/path, so the HTTPS,
+// SSH and web URLs of one repository compare equal.
+func repoKey(u string) string {
+	ep, err := transport.NewEndpoint(u)
+	if err != nil {
+		return strings.ToLower(u)
+	}
+	path := strings.TrimSuffix(strings.Trim(ep.Path, "/"), ".git")
+	return strings.ToLower(ep.Host + "/" + path)
+}

@@ -1,0 +1,148 @@
+package source_test
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/refit-gitops/refit/source"
+)
+
+func sign(secret, body string) string {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte(body))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+func pending(tr *source.Trigger) bool {
+	select {
+	case <-tr.C():
+		return true
+	default:
+		return false
+	}
+}
+
+func TestReceiver(t *testing.T) {
+	const secret = "hook-secret"
+	ghPush := `{"ref":"refs/heads/main","repository":{"clone_url":"https://github.com/acme/app.git","ssh_url":"git@github.com:acme/app.git"}}`
+	glPush := `{"object_kind":"push","project":{"git_http_url":"https://gitlab.com/acme/app.git","git_ssh_url":"git@gitlab.com:acme/app.git"}}`
+	giteaPush := `{"ref":"refs/heads/main","repository":{"clone_url":"https://gitea.example.com/acme/app.git"}}`
+
+	app, other, gl, gitea, generic := source.NewTrigger(), source.NewTrigger(), source.NewTrigger(), source.NewTrigger(), source.NewTrigger()
+	opts := source.DefaultReceiverOptions()
+	opts.MaxBody = 4096
+	recv, err := source.NewReceiver(opts,
+		source.Hook{Path: "/hooks/github", Provider: source.GitHub, Secret: secret, RepoURL: "ssh://git@github.com/acme/app", Trigger: app},
+		source.Hook{Path: "/hooks/github", Provider: source.GitHub, Secret: secret, RepoURL: "https://github.com/acme/other.git", Trigger: other},
+		source.Hook{Path: "/hooks/gitlab", Provider: source.GitLab, Secret: secret, RepoURL: "https://gitlab.com/acme/app", Trigger: gl},
+		source.Hook{Path: "/hooks/gitea", Provider: source.Gitea, Secret: secret, Trigger: gitea},
+		source.Hook{Path: "/hooks/app", Provider: source.Generic, Secret: secret, Trigger: generic},
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name    string
+		method  string
+		path    string
+		body    string
+		headers map[string]string
+		status  int
+		fires   *source.Trigger
+	}{
+		{"github signed", "POST", "/hooks/github", ghPush, map[string]string{"X-Hub-Signature-256": "sha256=" + sign(secret, ghPush), "X-GitHub-Delivery": "d1"}, 202, app},
+		{"github replayed delivery", "POST", "/hooks/github", ghPush, map[string]string{"X-Hub-Signature-256": "sha256=" + sign(secret, ghPush), "X-GitHub-Delivery": "d1"}, 200, nil},
+		{"github ping", "POST", "/hooks/github", ghPush, map[string]string{"X-Hub-Signature-256": "sha256=" + sign(secret, ghPush), "X-GitHub-Event": "ping"}, 200, nil},
+		{"github wrong secret", "POST", "/hooks/github", ghPush, map[string]string{"X-Hub-Signature-256": "sha256=" + sign("nope", ghPush)}, 403, nil},
+		{"github body changed", "POST", "/hooks/github", ghPush + " ", map[string]string{"X-Hub-Signature-256": "sha256=" + sign(secret, ghPush)}, 403, nil},
+		{"github unsigned", "POST", "/hooks/github", ghPush, nil, 401, nil},
+		{"github malformed signature", "POST", "/hooks/github", ghPush, map[string]string{"X-Hub-Signature-256": "sha1=abc"}, 400, nil},
+		{"github non-hex signature", "POST", "/hooks/github", ghPush, map[string]string{"X-Hub-Signature-256": "sha256=zz"}, 400, nil},
+		{"github malformed payload", "POST", "/hooks/github", "{", map[string]string{"X-Hub-Signature-256": "sha256=" + sign(secret, "{")}, 400, nil},
+		{"github other repository", "POST", "/hooks/github", strings.Replace(ghPush, "acme/app", "acme/unknown", 2), map[string]string{"X-Hub-Signature-256": "sha256=" + sign(secret, strings.Replace(ghPush, "acme/app", "acme/unknown", 2))}, 200, nil},
+		{"gitlab token", "POST", "/hooks/gitlab", glPush, map[string]string{"X-Gitlab-Token": secret, "X-Gitlab-Event-UUID": "u1"}, 202, gl},
+		{"gitlab wrong token", "POST", "/hooks/gitlab", glPush, map[string]string{"X-Gitlab-Token": "nope"}, 403, nil},
+		{"gitlab no token", "POST", "/hooks/gitlab", glPush, nil, 401, nil},
+		{"gitea signed", "POST", "/hooks/gitea", giteaPush, map[string]string{"X-Gitea-Signature": sign(secret, giteaPush), "X-Gitea-Delivery": "g1"}, 202, gitea},
+		{"gitea replayed", "POST", "/hooks/gitea", giteaPush, map[string]string{"X-Gitea-Signature": sign(secret, giteaPush), "X-Gitea-Delivery": "g1"}, 200, nil},
+		{"gitea wrong signature", "POST", "/hooks/gitea", giteaPush, map[string]string{"X-Gitea-Signature": sign("nope", giteaPush)}, 403, nil},
+		{"generic bearer", "POST", "/hooks/app", "", map[string]string{"Authorization": "Bearer " + secret}, 202, generic},
+		{"generic wrong token", "POST", "/hooks/app", "", map[string]string{"Authorization": "Bearer nope"}, 403, nil},
+		{"generic basic auth", "POST", "/hooks/app", "", map[string]string{"Authorization": "Basic eDp5"}, 400, nil},
+		{"generic unsigned", "POST", "/hooks/app", "", nil, 401, nil},
+		{"oversized", "POST", "/hooks/app", strings.Repeat("x", 5000), map[string]string{"Authorization": "Bearer " + secret}, 413, nil},
+		{"get", "GET", "/hooks/app", "", map[string]string{"Authorization": "Bearer " + secret}, 405, nil},
+		{"unknown path", "POST", "/hooks/nope", "", map[string]string{"Authorization": "Bearer " + secret}, 404, nil},
+	}
+	all := []*source.Trigger{app, other, gl, gitea, generic}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req := httptest.NewRequest(tc.method, tc.path, strings.NewReader(tc.body))
+			for k, v := range tc.headers {
+				req.Header.Set(k, v)
+			}
+			rec := httptest.NewRecorder()
+			recv.ServeHTTP(rec, req)
+			if rec.Code != tc.status {
+				t.Errorf("status = %d (%s), want %d", rec.Code, strings.TrimSpace(rec.Body.String()), tc.status)
+			}
+			for _, tr := range all {
+				if got, want := pending(tr), tr == tc.fires; got != want {
+					t.Errorf("trigger fired = %v, want %v", got, want)
+				}
+			}
+		})
+	}
+}
+
+// TestReceiverCoalesces sends a flood of valid hooks: the poller sees one
+// pending poll, not hundreds.
+func TestReceiverCoalesces(t *testing.T) {
+	tr := source.NewTrigger()
+	recv, err := source.NewReceiver(source.DefaultReceiverOptions(),
+		source.Hook{Path: "/h", Provider: source.Generic, Secret: "s3cret", Trigger: tr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(recv)
+	defer srv.Close()
+	for i := 0; i < 200; i++ {
+		req, _ := http.NewRequest("POST", srv.URL+"/h", nil)
+		req.Header.Set("Authorization", "Bearer s3cret")
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("status = %d", resp.StatusCode)
+		}
+	}
+	polls := 0
+	for pending(tr) {
+		polls++
+	}
+	if polls != 1 {
+		t.Errorf("%d polls pending after 200 hooks, want 1", polls)
+	}
+}
+
+func TestReceiverConfig(t *testing.T) {
+	tr := source.NewTrigger()
+	for _, h := range []source.Hook{
+		{Path: "h", Provider: source.GitHub, Secret: "s", Trigger: tr},
+		{Path: "/h", Provider: source.GitHub, Trigger: tr},
+		{Path: "/h", Provider: "bitbucket", Secret: "s", Trigger: tr},
+		{Path: "/h", Provider: source.GitHub, Secret: "s"},
+	} {
+		if _, err := source.NewReceiver(source.DefaultReceiverOptions(), h); err == nil {
+			t.Errorf("hook %+v accepted", h)
+		}
+	}
+}
