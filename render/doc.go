@@ -1,5 +1,7 @@
-// Package render builds one path of a checked-out revision with kustomize and
-// returns the objects in a deterministic order, each with the file it came
-// from. It reads nothing outside the repository root and does not talk to a
-// cluster.
+// Package render builds one path of a checked-out revision with kustomize
+// and returns the objects in kustomize's order, each with the file it came
+// from. A folder without a kustomization is built as if it had one listing
+// its Kubernetes YAML files (generate.go says which). It reads nothing outside the
+// repository root, runs no exec or container plugins and no Helm, fetches
+// no remote bases unless asked, and does not talk to a cluster or log.
 package render

@@ -1,0 +1,230 @@
+package render
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	securefs "github.com/fluxcd/pkg/kustomize/filesys"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/api/resmap"
+	"sigs.k8s.io/kustomize/api/types"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/kustomize/kyaml/openapi"
+)
+
+var (
+	// ErrOutsideRoot: a path, or a symlink, leads outside the repository.
+	ErrOutsideRoot = errors.New("outside the repository root")
+	// ErrNotAllowed: a remote base or file, or a Helm chart, without the
+	// option that allows it.
+	ErrNotAllowed = errors.New("not allowed")
+)
+
+// originAnnotation is where kustomize records the file an object came from
+// when buildMetadata lists originAnnotations.
+const originAnnotation = "config.kubernetes.io/origin"
+
+// buildMu serialises kustomize builds in the process. It is a package
+// variable, against house style, because what it guards is too: kustomize
+// keeps the OpenAPI schema (set by a kustomization's openapi field) in
+// package state of kyaml, and concurrent builds race on it
+// (kubernetes-sigs/kustomize#3659; Flux serialises the same way).
+var buildMu sync.Mutex
+
+// Options say what to render.
+type Options struct {
+	// Root is the repository checkout. Nothing outside it is read.
+	Root string
+	// Path is the directory to build, relative to Root ("" or "." for Root).
+	Path string
+	// AllowRemoteBases lets kustomizations name remote bases and files
+	// (git and https). Off by default: a build then touches no network.
+	AllowRemoteBases bool
+}
+
+// Object is one rendered object and the file it came from.
+type Object struct {
+	*unstructured.Unstructured
+	// File is the source file, relative to Root and slash-separated; for a
+	// generated object (configMapGenerator…) the kustomization that
+	// generated it. Empty when kustomize could not tell (remote bases).
+	File string
+}
+
+// Render builds opts.Path and returns its objects in kustomize's output
+// order (kustomize build's default "legacy" order unless the kustomization
+// sets sortOptions), field for field what kustomize build prints.
+func Render(ctx context.Context, opts Options) ([]Object, error) {
+	root, dir, err := locate(opts.Root, opts.Path)
+	if err != nil {
+		return nil, err
+	}
+	rel := relTo(root, dir)
+	kfile, content, userOrigin, err := topKustomization(root, dir, opts.AllowRemoteBases)
+	if err != nil {
+		return nil, fmt.Errorf("render %s: %w", rel, err)
+	}
+	fsys, err := secureFS(root, opts.AllowRemoteBases)
+	if err != nil {
+		return nil, fmt.Errorf("render %s: %w", rel, err)
+	}
+	mem := securefs.MakeFsInMemory(fsys)
+	if err := mem.WriteFile(filepath.Join(dir, kfile), content); err != nil {
+		return nil, fmt.Errorf("render %s: %w", rel, err)
+	}
+	m, err := build(ctx, mem, dir)
+	if err != nil {
+		return nil, fmt.Errorf("render %s: %w", rel, err)
+	}
+	objs, err := toObjects(m, root, dir, userOrigin)
+	if err != nil {
+		return nil, fmt.Errorf("render %s: %w", rel, err)
+	}
+	return objs, nil
+}
+
+// locate resolves the root and the build directory, following symlinks,
+// and refuses a directory outside the root.
+func locate(root, path string) (string, string, error) {
+	if root == "" {
+		return "", "", errors.New("render: root not set")
+	}
+	r, err := filepath.Abs(root)
+	if err == nil {
+		r, err = filepath.EvalSymlinks(r)
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("render: root: %w", err)
+	}
+	p := filepath.FromSlash(path)
+	if p == "" {
+		p = "."
+	}
+	if filepath.IsAbs(p) || !filepath.IsLocal(p) {
+		return "", "", fmt.Errorf("render %s: %w", path, ErrOutsideRoot)
+	}
+	dir, err := filepath.EvalSymlinks(filepath.Join(r, p))
+	if err != nil {
+		return "", "", fmt.Errorf("render %s: %w", path, err)
+	}
+	if !within(r, dir) {
+		return "", "", fmt.Errorf("render %s: resolves to %s: %w", path, dir, ErrOutsideRoot)
+	}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return "", "", fmt.Errorf("render %s: not a directory", path)
+	}
+	return r, dir, nil
+}
+
+func secureFS(root string, allowRemote bool) (filesys.FileSystem, error) {
+	if allowRemote {
+		// Remote bases are cloned under the temporary directory: allow it.
+		return securefs.MakeFsOnDiskSecureBuild(root)
+	}
+	return securefs.MakeFsOnDiskSecure(root)
+}
+
+// build runs krusty under the process-wide lock and turns its panics into
+// errors: kustomize panics on some malformed input.
+func build(ctx context.Context, fsys filesys.FileSystem, dir string) (m resmap.ResMap, err error) {
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			m, err = nil, fmt.Errorf("kustomize panicked: %v", r)
+		}
+	}()
+	// Each build starts from the built-in schema and leaves no schema
+	// behind, so a kustomization's openapi field cannot leak into the next.
+	openapi.ResetOpenAPI()
+	defer openapi.ResetOpenAPI()
+	k := krusty.MakeKustomizer(&krusty.Options{
+		// "unspecified" means the legacy order unless the kustomization
+		// sets sortOptions: what kustomize build does by default.
+		Reorder:          krusty.ReorderOptionUnspecified,
+		LoadRestrictions: types.LoadRestrictionsRootOnly,
+		PluginConfig:     types.DisabledPluginConfig(),
+	})
+	m, err = k.Run(fsys, dir)
+	if err != nil {
+		return nil, explain(err)
+	}
+	return m, nil
+}
+
+// explain marks the secure filesystem's refusals as ErrOutsideRoot.
+func explain(err error) error {
+	var ce *securefs.ConstraintError
+	if errors.As(err, &ce) || strings.Contains(err.Error(), "fs-security-constraint") {
+		return fmt.Errorf("%w: %w", err, ErrOutsideRoot)
+	}
+	return err
+}
+
+func toObjects(m resmap.ResMap, root, dir string, keepOrigin bool) ([]Object, error) {
+	objs := make([]Object, 0, m.Size())
+	for _, res := range m.Resources() {
+		origin, err := res.GetOrigin()
+		if err != nil {
+			return nil, fmt.Errorf("%s: origin: %w", res.CurId(), err)
+		}
+		data, err := res.MarshalJSON()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", res.CurId(), err)
+		}
+		u := &unstructured.Unstructured{}
+		if err := u.UnmarshalJSON(data); err != nil {
+			return nil, fmt.Errorf("%s: %w", res.CurId(), err)
+		}
+		if !keepOrigin {
+			stripOrigin(u)
+		}
+		var file string
+		if origin != nil && origin.Repo == "" {
+			src := origin.Path
+			if src == "" {
+				src = origin.ConfiguredIn
+			}
+			if src != "" {
+				file = relTo(root, filepath.Join(dir, filepath.FromSlash(src)))
+			}
+		}
+		objs = append(objs, Object{Unstructured: u, File: file})
+	}
+	return objs, nil
+}
+
+func stripOrigin(u *unstructured.Unstructured) {
+	ann := u.GetAnnotations()
+	if _, ok := ann[originAnnotation]; !ok {
+		return
+	}
+	delete(ann, originAnnotation)
+	if len(ann) == 0 {
+		unstructured.RemoveNestedField(u.Object, "metadata", "annotations")
+		return
+	}
+	u.SetAnnotations(ann)
+}
+
+func within(root, p string) bool {
+	rel, err := filepath.Rel(root, p)
+	return err == nil && filepath.IsLocal(rel)
+}
+
+func relTo(root, p string) string {
+	rel, err := filepath.Rel(root, p)
+	if err != nil {
+		return p
+	}
+	return filepath.ToSlash(rel)
+}
