@@ -74,8 +74,8 @@ func Render(ctx context.Context, opts Options) ([]Object, error) {
 	if err != nil {
 		return nil, fmt.Errorf("render %s: %w", rel, err)
 	}
-	mem := securefs.MakeFsInMemory(fsys)
-	if err := mem.WriteFile(filepath.Join(dir, kfile), content); err != nil {
+	mem, err := newOverlayFS(fsys, filepath.Join(dir, kfile), content)
+	if err != nil {
 		return nil, fmt.Errorf("render %s: %w", rel, err)
 	}
 	m, err := build(ctx, mem, dir)
