@@ -36,7 +36,7 @@ func (c *checker) check(dir string) error {
 	if name == "" {
 		return nil // kustomize reports a base without a kustomization
 	}
-	data, err := os.ReadFile(filepath.Join(dir, name))
+	data, err := readInRoot(c.root, filepath.Join(dir, name))
 	if err != nil {
 		return err
 	}
@@ -121,7 +121,11 @@ func (c *checker) checkRef(dir, file string, kind refKind, ref string) error {
 		}
 	}
 	if isRemote(ref) {
-		if !c.allowRemote || strings.Contains(strings.ToLower(ref), "file://") {
+		switch {
+		case strings.Contains(strings.ToLower(ref), "file://"):
+			// A "remote" on the local disk would read outside the root.
+			return fmt.Errorf("%s: %q: %w (a file:// clone reads outside the repository)", file, ref, ErrNotAllowed)
+		case !c.allowRemote:
 			return fmt.Errorf("%s: remote %q: %w (set AllowRemoteBases to fetch remote bases)", file, ref, ErrNotAllowed)
 		}
 		return nil

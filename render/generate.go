@@ -37,12 +37,15 @@ func generate(root, dir string) ([]byte, error) {
 		}
 		hidden := strings.HasPrefix(d.Name(), ".")
 		rel := "./" + filepath.ToSlash(strings.TrimPrefix(p, dir+string(filepath.Separator)))
+		if d.Type()&fs.ModeSymlink != 0 && !hidden {
+			return generateLink(root, p, rel, &resources)
+		}
 		switch {
 		case d.IsDir() && hidden:
 			return filepath.SkipDir
 		case d.IsDir():
 			if name := findKustomization(p); name != "" {
-				if !isComponent(filepath.Join(p, name)) {
+				if !isComponent(root, filepath.Join(p, name)) {
 					resources = append(resources, rel)
 				}
 				return filepath.SkipDir
@@ -51,16 +54,7 @@ func generate(root, dir string) ([]byte, error) {
 		case hidden || !(strings.HasSuffix(p, ".yaml") || strings.HasSuffix(p, ".yml")):
 			return nil
 		}
-		// Links are followed by kustomize; the checker refuses those that
-		// leave the root, so list them like files.
-		ok, err := hasObjects(p)
-		if err != nil {
-			return fmt.Errorf("%s: %w", relTo(root, p), err)
-		}
-		if ok {
-			resources = append(resources, rel)
-		}
-		return nil
+		return addYAML(root, p, rel, &resources)
 	})
 	if err != nil {
 		return nil, err
@@ -75,9 +69,48 @@ func generate(root, dir string) ([]byte, error) {
 	return syaml.Marshal(k)
 }
 
+// generateLink handles a symlink in a plain folder: one leaving the root
+// is an error; one to a directory counts when the directory has a
+// kustomization (the walk does not descend into linked directories); one
+// to a file counts as that file.
+func generateLink(root, p, rel string, resources *[]string) error {
+	real, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return fmt.Errorf("%s: %w", relTo(root, p), err)
+	}
+	if !within(root, real) {
+		return fmt.Errorf("%s is a symlink to %s: %w", relTo(root, p), real, ErrOutsideRoot)
+	}
+	fi, err := os.Stat(real)
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		if name := findKustomization(real); name != "" && !isComponent(root, filepath.Join(real, name)) {
+			*resources = append(*resources, rel)
+		}
+		return nil
+	}
+	if strings.HasPrefix(filepath.Base(p), ".") || !(strings.HasSuffix(p, ".yaml") || strings.HasSuffix(p, ".yml")) {
+		return nil
+	}
+	return addYAML(root, p, rel, resources)
+}
+
+func addYAML(root, p, rel string, resources *[]string) error {
+	ok, err := hasObjects(root, p)
+	if err != nil {
+		return fmt.Errorf("%s: %w", relTo(root, p), err)
+	}
+	if ok {
+		*resources = append(*resources, rel)
+	}
+	return nil
+}
+
 // hasObjects reports whether the YAML file at p holds Kubernetes objects.
-func hasObjects(p string) (bool, error) {
-	data, err := os.ReadFile(p)
+func hasObjects(root, p string) (bool, error) {
+	data, err := readInRoot(root, p)
 	if err != nil {
 		return false, err
 	}
@@ -114,8 +147,8 @@ func hasObjects(p string) (bool, error) {
 	return objects > 0, nil
 }
 
-func isComponent(kfile string) bool {
-	data, err := os.ReadFile(kfile)
+func isComponent(root, kfile string) bool {
+	data, err := readInRoot(root, kfile)
 	if err != nil {
 		return false
 	}

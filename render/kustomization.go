@@ -10,6 +10,19 @@ import (
 	kyaml "sigs.k8s.io/kustomize/kyaml/yaml"
 )
 
+// readInRoot reads a file after checking that it, links resolved, is
+// inside root: the package's own reads obey the rule kustomize's do.
+func readInRoot(root, p string) ([]byte, error) {
+	real, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return nil, err
+	}
+	if !within(root, real) {
+		return nil, fmt.Errorf("%s is a symlink to %s: %w", relTo(root, p), real, ErrOutsideRoot)
+	}
+	return os.ReadFile(real)
+}
+
 // findKustomization returns the name of dir's kustomization file, or "".
 func findKustomization(dir string) string {
 	for _, name := range konfig.RecognizedKustomizationFileNames() {
@@ -39,7 +52,7 @@ func topKustomization(root, dir string, allowRemote bool) (name string, content 
 		if err := c.check(dir); err != nil {
 			return "", nil, false, err
 		}
-		if content, err = os.ReadFile(filepath.Join(dir, name)); err != nil {
+		if content, err = readInRoot(root, filepath.Join(dir, name)); err != nil {
 			return "", nil, false, err
 		}
 	}
