@@ -1,0 +1,206 @@
+package inplace
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/refit-gitops/refit/diff"
+)
+
+// daemonSet updates a DaemonSet's Pods in place. The controller counts a Pod
+// as updated when its controller-revision-hash equals the newest
+// ControllerRevision's hash or its pod-template-generation equals the
+// DaemonSet's deprecated.daemonset.template.generation annotation (IsPodUpdated
+// in pkg/controller/daemon/util). There is no partition: refit holds the
+// controller with updateStrategy OnDelete, written together with the
+// template, and restores Git's strategy only when every Pod carries the new
+// hash, since RollingUpdate deletes any unavailable old Pod at once.
+type daemonSet struct {
+	e      *Engine
+	change diff.Change
+	target Target
+
+	live       *appsv1.DaemonSet
+	sel        labels.Selector
+	hash       string
+	generation string
+	bound      int
+}
+
+// The DaemonSet controller still labels Pods with the template generation
+// (extensions/v1beta1 DaemonSetTemplateGenerationKey) and reads it in IsPodUpdated.
+const podTemplateGenerationLabel = "pod-template-generation"
+
+var daemonSetGVR = resources[diff.Ref{Group: "apps", Kind: "DaemonSet"}.GroupKind()]
+
+func (d *daemonSet) prepare(ctx context.Context) (string, error) {
+	ref := d.change.Ref
+	live, err := d.e.client.AppsV1().DaemonSets(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", ref, err)
+	}
+	rec, resuming := readRecord(live.Annotations)
+	if !resuming {
+		switch {
+		case live.Status.ObservedGeneration < live.Generation:
+			return "the DaemonSet controller has not yet observed the last change", nil
+		case live.Status.UpdatedNumberScheduled != live.Status.DesiredNumberScheduled:
+			return "a rollout of the DaemonSet is in progress", nil
+		}
+		prevHash, err := d.newestRevisionHash(ctx, live)
+		if err != nil {
+			return "", err
+		}
+		rec = rolloutRecord{StartedAt: d.e.now().UTC().Truncate(time.Second), Previous: map[string]string{
+			appsv1.ControllerRevisionHashLabelKey: prevHash,
+			podTemplateGenerationLabel:            live.Annotations[appsv1.DeprecatedTemplateGeneration],
+		}}
+	}
+	rec.Revision = d.target.Revision
+	if d.sel, err = metav1.LabelSelectorAsSelector(live.Spec.Selector); err != nil {
+		return "", fmt.Errorf("%s: selector: %w", ref, err)
+	}
+	// The bound comes from Git's strategy, which the hold replaces.
+	d.bound, err = daemonSetBound(d.change.Desired, int(live.Status.DesiredNumberScheduled))
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", ref, err)
+	}
+
+	held, err := withRecord(d.change.Desired, rec)
+	if err != nil {
+		return "", err
+	}
+	unstructured.RemoveNestedField(held.Object, "spec", "updateStrategy")
+	if err := unstructuredSet(held, string(appsv1.OnDeleteDaemonSetStrategyType), "spec", "updateStrategy", "type"); err != nil {
+		return "", err
+	}
+	if _, err := d.e.applyObject(ctx, daemonSetGVR, held); err != nil {
+		return "", err
+	}
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		ds, err := d.e.client.AppsV1().DaemonSets(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+		if err != nil || ds.Status.ObservedGeneration < ds.Generation {
+			return false, nil
+		}
+		d.live = ds
+		return true, nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("%s: the controller did not observe the new template: %w", ref, err)
+	}
+	if d.hash, err = d.newestRevisionHash(ctx, d.live); err != nil {
+		return "", err
+	}
+	d.generation = d.live.Annotations[appsv1.DeprecatedTemplateGeneration]
+	return "", nil
+}
+
+// newestRevisionHash is the hash label of the DaemonSet's highest
+// ControllerRevision: the DaemonSet status has no updateRevision.
+func (d *daemonSet) newestRevisionHash(ctx context.Context, ds *appsv1.DaemonSet) (string, error) {
+	sel, err := metav1.LabelSelectorAsSelector(ds.Spec.Selector)
+	if err != nil {
+		return "", err
+	}
+	list, err := d.e.client.AppsV1().ControllerRevisions(ds.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+	if err != nil {
+		return "", fmt.Errorf("%s: list ControllerRevisions: %w", d.change.Ref, err)
+	}
+	var newest *appsv1.ControllerRevision
+	for i := range list.Items {
+		cr := &list.Items[i]
+		if metav1.IsControlledBy(cr, ds) && (newest == nil || cr.Revision > newest.Revision) {
+			newest = cr
+		}
+	}
+	if newest == nil {
+		return "", fmt.Errorf("%s: no ControllerRevision", d.change.Ref)
+	}
+	return newest.Labels[appsv1.DefaultDaemonSetUniqueLabelKey], nil
+}
+
+// daemonSetBound resolves Git's maxUnavailable (default 1, rounded up).
+func daemonSetBound(desired *unstructured.Unstructured, scheduled int) (int, error) {
+	var v *intstr.IntOrString
+	if raw, ok, _ := unstructured.NestedFieldNoCopy(desired.Object, "spec", "updateStrategy", "rollingUpdate", "maxUnavailable"); ok {
+		switch t := raw.(type) {
+		case string:
+			x := intstr.FromString(t)
+			v = &x
+		case int64:
+			x := intstr.FromInt(int(t))
+			v = &x
+		case float64:
+			x := intstr.FromInt(int(t))
+			v = &x
+		}
+	}
+	n, err := ResolveMaxUnavailable(v, intstr.FromInt32(1), scheduled, RoundUp)
+	if err != nil {
+		return 0, fmt.Errorf("maxUnavailable: %w", err)
+	}
+	return max(n, 1), nil
+}
+
+func (d *daemonSet) owns(pod *corev1.Pod) bool { return metav1.IsControlledBy(pod, d.live) }
+func (d *daemonSet) selector() labels.Selector { return d.sel }
+func (d *daemonSet) revisionLabels() map[string]string {
+	l := map[string]string{appsv1.DefaultDaemonSetUniqueLabelKey: d.hash}
+	if d.generation != "" {
+		l[podTemplateGenerationLabel] = d.generation
+	}
+	return l
+}
+func (d *daemonSet) eligible(*corev1.Pod) bool       { return true }
+func (d *daemonSet) ordinal(*corev1.Pod) int         { return -1 }
+func (d *daemonSet) minReadySeconds() int32          { return d.live.Spec.MinReadySeconds }
+func (d *daemonSet) maxUnavailable() (int, error)    { return d.bound, nil }
+func (d *daemonSet) progressDeadline() time.Duration { return 0 }
+func (d *daemonSet) check(context.Context) error     { return nil }
+func (d *daemonSet) release(ctx context.Context) error {
+	_, err := d.e.applyObject(ctx, daemonSetGVR, d.change.Desired)
+	return err
+}
+
+// barePod is a Pod without a controller: only its own images change.
+type barePod struct {
+	e      *Engine
+	change diff.Change
+	sel    labels.Selector
+	uid    string
+}
+
+func (p *barePod) prepare(ctx context.Context) (string, error) {
+	pod, err := p.e.client.CoreV1().Pods(p.change.Ref.Namespace).Get(ctx, p.change.Ref.Name, metav1.GetOptions{})
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", p.change.Ref, err)
+	}
+	if metav1.GetControllerOf(pod) != nil {
+		return "the Pod has a controller", nil
+	}
+	p.uid = string(pod.UID)
+	p.sel = labels.SelectorFromSet(pod.Labels)
+	return "", nil
+}
+
+func (p *barePod) owns(pod *corev1.Pod) bool {
+	return string(pod.UID) == p.uid
+}
+func (p *barePod) selector() labels.Selector         { return p.sel }
+func (p *barePod) revisionLabels() map[string]string { return nil }
+func (p *barePod) eligible(*corev1.Pod) bool         { return true }
+func (p *barePod) ordinal(*corev1.Pod) int           { return -1 }
+func (p *barePod) minReadySeconds() int32            { return 0 }
+func (p *barePod) maxUnavailable() (int, error)      { return 1, nil }
+func (p *barePod) progressDeadline() time.Duration   { return 0 }
+func (p *barePod) check(context.Context) error       { return nil }
+func (p *barePod) release(context.Context) error     { return nil }

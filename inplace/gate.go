@@ -1,0 +1,92 @@
+package inplace
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/refit-gitops/refit/diff"
+)
+
+func gateStatus(pod *corev1.Pod) (corev1.ConditionStatus, bool) {
+	for _, c := range pod.Status.Conditions {
+		if c.Type == GateCondition {
+			return c.Status, true
+		}
+	}
+	return "", false
+}
+
+func gateTrue(pod *corev1.Pod) bool {
+	s, _ := gateStatus(pod)
+	return s == corev1.ConditionTrue
+}
+
+func gateMissing(pod *corev1.Pod) bool {
+	_, ok := gateStatus(pod)
+	return !ok
+}
+
+func podContainersReady(pod *corev1.Pod) bool {
+	if len(pod.Status.ContainerStatuses) == 0 {
+		return false
+	}
+	for _, cs := range pod.Status.ContainerStatuses {
+		if !cs.Ready {
+			return false
+		}
+	}
+	return true
+}
+
+// setGate writes refit's readiness-gate condition on the Pod's status (the
+// kubelet keeps conditions it does not own). It needs pods/status.
+func (e *Engine) setGate(ctx context.Context, pod *corev1.Pod, status corev1.ConditionStatus) error {
+	if s, ok := gateStatus(pod); ok && s == status {
+		return nil
+	}
+	patch, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": []map[string]any{{
+		"type": GateCondition, "status": status, "lastTransitionTime": metav1.NewTime(e.now()),
+		"reason": map[corev1.ConditionStatus]string{corev1.ConditionTrue: "InPlaceUpdateDone", corev1.ConditionFalse: "InPlaceUpdateStarting"}[status],
+	}}}})
+	if err != nil {
+		return err
+	}
+	_, err = e.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.StrategicMergePatchType, patch,
+		metav1.PatchOptions{FieldManager: diff.FieldManager}, "status")
+	if err != nil {
+		return fmt.Errorf("pod %s/%s: set %s=%s: %w", pod.Namespace, pod.Name, GateCondition, status, err)
+	}
+	return nil
+}
+
+// disruptionsAllowed is the smallest disruptionsAllowed of the
+// PodDisruptionBudgets that select any of pods, or -1 when none does. PDBs
+// gate only evictions, not Pod patches: refit honours them itself.
+func (e *Engine) disruptionsAllowed(ctx context.Context, namespace string, pods []*corev1.Pod) (int, error) {
+	pdbs, err := e.client.PolicyV1().PodDisruptionBudgets(namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return 0, fmt.Errorf("list PodDisruptionBudgets in %s: %w", namespace, err)
+	}
+	allowed := -1
+	for _, pdb := range pdbs.Items {
+		sel, err := metav1.LabelSelectorAsSelector(pdb.Spec.Selector)
+		if err != nil || sel.Empty() {
+			continue
+		}
+		for _, pod := range pods {
+			if sel.Matches(labels.Set(pod.Labels)) {
+				if n := int(pdb.Status.DisruptionsAllowed); allowed < 0 || n < allowed {
+					allowed = n
+				}
+				break
+			}
+		}
+	}
+	return allowed, nil
+}
