@@ -141,7 +141,7 @@ func hasObjects(root, p string) (bool, error) {
 			others++
 		}
 		if objects > 0 && others > 0 {
-			return false, fmt.Errorf("document %d (line %d): mixes Kubernetes objects with documents that have no apiVersion and kind", doc, n.Line)
+			return false, fmt.Errorf("document %d (line %d): mixes Kubernetes objects with documents that have no apiVersion and kind", doc, n.Content[0].Line)
 		}
 	}
 	return objects > 0, nil
