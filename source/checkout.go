@@ -48,7 +48,9 @@ func (p *Poller) fetch(ctx context.Context, tgt target) (Revision, error) {
 		// and tag, since servers refuse to send unadvertised commits.
 		opts.RefSpecs = []config.RefSpec{"+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"}
 	}
-	err = p.network(ctx, func(ctx context.Context) error { return rem.FetchContext(ctx, opts) })
+	_, err = network(ctx, p.opts.Timeout, func(ctx context.Context) (struct{}, error) {
+		return struct{}{}, rem.FetchContext(ctx, opts)
+	})
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
 		return Revision{}, p.fail("fetch", err)
 	}

@@ -171,30 +171,35 @@ func (p *Poller) Poll(ctx context.Context) (Revision, error) {
 }
 
 func (p *Poller) list(ctx context.Context) ([]*plumbing.Reference, error) {
-	var refs []*plumbing.Reference
-	err := p.network(ctx, func(ctx context.Context) error {
+	return network(ctx, p.opts.Timeout, func(ctx context.Context) ([]*plumbing.Reference, error) {
 		rem := git.NewRemote(memory.NewStorage(), &config.RemoteConfig{Name: "origin", URLs: []string{p.ep.url}})
-		var err error
-		refs, err = rem.ListContext(ctx, &git.ListOptions{Auth: p.auth, PeelingOption: git.AppendPeeled})
-		return err
+		return rem.ListContext(ctx, &git.ListOptions{Auth: p.auth, PeelingOption: git.AppendPeeled})
 	})
-	return refs, err
 }
 
-// network runs one network call under the poller's timeout. go-git does
-// not pass the context to every step (the SSH handshake ignores it), so the
-// call runs aside and is abandoned when the context ends; it works on
-// storage of its own, so an abandoned call cannot corrupt anything.
-func (p *Poller) network(ctx context.Context, call func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, p.opts.Timeout)
+// network runs one network call under a timeout. go-git does not pass the
+// context to every step (the SSH handshake ignores it), so the call runs
+// aside and is abandoned when the context ends. Its result travels only
+// through the channel, and it works on storage of its own, so an abandoned
+// call cannot touch anything the caller still uses.
+func network[T any](ctx context.Context, timeout time.Duration, call func(context.Context) (T, error)) (T, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- call(ctx) }()
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := call(ctx)
+		done <- result{v, err}
+	}()
 	select {
-	case err := <-done:
-		return err
+	case r := <-done:
+		return r.v, r.err
 	case <-ctx.Done():
-		return ctx.Err()
+		var zero T
+		return zero, ctx.Err()
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/refit-gitops/refit/source"
+	"github.com/refit-gitops/refit/test/gitserver"
 )
 
 func sign(secret, body string) string {
@@ -144,5 +145,39 @@ func TestReceiverConfig(t *testing.T) {
 		if _, err := source.NewReceiver(source.DefaultReceiverOptions(), h); err == nil {
 			t.Errorf("hook %+v accepted", h)
 		}
+	}
+}
+
+// TestHookTriggersPoll wires a Receiver to a Poller as the reconcile loop
+// will: a signed push hook makes the next poll see the new commit at once.
+func TestHookTriggersPoll(t *testing.T) {
+	srv := gitserver.New(t, gitserver.Options{})
+	repo := srv.NewRepo(t, "app")
+	repo.Commit(map[string]string{"a": "1"}, "one")
+	p := newPoller(t, repo.HTTPURL(), source.Ref{Branch: "main"}, source.Auth{})
+	poll(t, p)
+
+	tr := source.NewTrigger()
+	recv, err := source.NewReceiver(source.DefaultReceiverOptions(),
+		source.Hook{Path: "/hook", Provider: source.GitHub, Secret: "s3cret", RepoURL: repo.HTTPURL(), Trigger: tr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sha := repo.Commit(map[string]string{"a": "2"}, "two")
+	body := `{"repository":{"clone_url":"` + repo.HTTPURL() + `"}}`
+	req := httptest.NewRequest("POST", "/hook", strings.NewReader(body))
+	req.Header.Set("X-Hub-Signature-256", "sha256="+sign("s3cret", body))
+	rec := httptest.NewRecorder()
+	recv.ServeHTTP(rec, req)
+	if rec.Code != http.StatusAccepted {
+		t.Fatalf("status = %d", rec.Code)
+	}
+	select {
+	case <-tr.C():
+	default:
+		t.Fatal("hook did not request a poll")
+	}
+	if rev := poll(t, p); rev.Commit != sha || !rev.Fetched {
+		t.Errorf("poll after hook = %s (fetched %v), want %s", rev.Commit, rev.Fetched, sha)
 	}
 }
