@@ -421,7 +421,9 @@ func (r *run) pass(ctx context.Context) (bool, error) {
 		if phase == PhaseFailed {
 			return true, r.fail(ctx, pod.Name, reason)
 		}
-		available := PodAvailable(pod, r.w.minReadySeconds(), now) && !r.pending[pod.Name]
+		// A patched Pod is counted down from the patch on, before the
+		// kubelet has even killed its container: it is about to go down.
+		available := PodAvailable(pod, r.w.minReadySeconds(), now) && phase != PhaseRestarting
 		if phase == PhaseDone && r.gate && !gateTrue(pod) && podContainersReady(pod) {
 			// The new images run: open the gate (also on new Pods).
 			if err := r.e.setGate(ctx, pod, corev1.ConditionTrue); err != nil {
