@@ -2,7 +2,6 @@ package source
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/Masterminds/semver/v3"
@@ -22,7 +21,18 @@ type Ref struct {
 	Commit string `json:"commit,omitempty"`
 }
 
-var fullSHA = regexp.MustCompile(`^[0-9a-f]{40}$`)
+// isFullSHA reports a 40-character lower-case hex SHA-1.
+func isFullSHA(s string) bool {
+	if len(s) != 40 {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
 
 // ParseRef reads a ref as given on a command line: "branch:NAME",
 // "tag:NAME", "semver:RANGE", "commit:SHA", a full ref name
@@ -44,7 +54,7 @@ func ParseRef(s string) (Ref, error) {
 		r.Branch = strings.TrimPrefix(s, "refs/heads/")
 	case strings.HasPrefix(s, "refs/tags/"):
 		r.Tag = strings.TrimPrefix(s, "refs/tags/")
-	case fullSHA.MatchString(s):
+	case isFullSHA(s):
 		r.Commit = s
 	default:
 		r.Branch = s
@@ -65,7 +75,7 @@ func (r Ref) Validate() error {
 		return fmt.Errorf("ref %s: set only one of branch, tag and semver", r)
 	case r.Commit != "" && (r.Tag != "" || r.SemVer != ""):
 		return fmt.Errorf("ref %s: a commit can be combined with a branch only", r)
-	case r.Commit != "" && !fullSHA.MatchString(r.Commit):
+	case r.Commit != "" && !isFullSHA(r.Commit):
 		return fmt.Errorf("ref %s: commit must be a full 40-character lower-case SHA", r)
 	case r.SemVer != "":
 		if _, err := semver.NewConstraint(r.SemVer); err != nil {
