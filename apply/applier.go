@@ -1,0 +1,307 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/fluxcd/cli-utils/pkg/kstatus/polling"
+	"github.com/fluxcd/pkg/ssa"
+	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
+
+	"github.com/refit-gitops/refit/diff"
+)
+
+// Annotations read on the objects.
+const (
+	// ForceAnnotation set to "true" on an object in Git lets refit delete
+	// and create it again when a change touches an immutable field.
+	ForceAnnotation = "refit.dev/force"
+	// PruneAnnotation set to "disabled" on a live object keeps it when it
+	// leaves Git.
+	PruneAnnotation = "refit.dev/prune"
+	PruneDisabled   = "disabled"
+)
+
+// Options are per-apply settings. Start with DefaultOptions.
+type Options struct {
+	// App names the inventory (required): what this apply records, and the
+	// only objects its pruning may delete.
+	App string
+	// Prune deletes the plan's Delete changes (objects that left Git).
+	Prune bool
+	// Wait waits until what Git holds is healthy (kstatus Current).
+	Wait bool
+	// Timeout bounds the health wait, the wait for new definitions to be
+	// established, and the deletion of a forced object.
+	Timeout time.Duration
+	// Interval is how often health is polled.
+	Interval time.Duration
+	// Force recreates every object whose change touches an immutable field,
+	// as the refit.dev/force annotation does for one object.
+	Force bool
+	// InPlaceAsRecreate applies the plan's in-place workload updates as
+	// ordinary updates (the workload controllers replace the Pods).
+	InPlaceAsRecreate bool
+	// Revalidate dry-runs again the objects the plan already dry-ran, just
+	// before writing: for a plan that may be stale.
+	Revalidate bool
+	// Concurrency bounds the requests in flight.
+	Concurrency int
+	// Progress, if set, receives one event per object written, deleted or
+	// skipped, and per change of health while waiting. Calls are
+	// serialised.
+	Progress func(Event)
+}
+
+// DefaultOptions prune, do not wait, and give the health wait five minutes.
+func DefaultOptions() Options {
+	return Options{Prune: true, Timeout: 5 * time.Minute, Interval: time.Second, Concurrency: 8}
+}
+
+func (o *Options) check() error {
+	if err := checkApp(o.App); err != nil {
+		return fmt.Errorf("options: %w", err)
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultOptions().Timeout
+	}
+	if o.Interval <= 0 {
+		o.Interval = DefaultOptions().Interval
+	}
+	if o.Concurrency < 1 {
+		o.Concurrency = 1
+	}
+	return nil
+}
+
+// Applier applies plans to one cluster.
+type Applier struct {
+	client             client.Client
+	manager            *ssa.ResourceManager
+	poller             *polling.StatusPoller
+	inventoryNamespace string
+}
+
+// Option configures New.
+type Option func(*settings)
+
+type settings struct {
+	inventoryNamespace string
+	qps                float32
+	burst              int
+}
+
+// WithInventoryNamespace stores the inventories in ns instead of
+// refit-system.
+func WithInventoryNamespace(ns string) Option {
+	return func(s *settings) { s.inventoryNamespace = ns }
+}
+
+// WithRateLimit sets the client's rate limit, overriding the config's.
+func WithRateLimit(qps float32, burst int) Option {
+	return func(s *settings) { s.qps, s.burst = qps, burst }
+}
+
+// Client-go's own default (5 requests/s, burst 10) would make a
+// 1,000-object apply take minutes: when the config sets no limit, use these.
+const (
+	defaultQPS   = 50
+	defaultBurst = 100
+)
+
+// New returns an Applier for the cluster cfg points at.
+func New(cfg *rest.Config, opts ...Option) (*Applier, error) {
+	s := settings{inventoryNamespace: DefaultInventoryNamespace}
+	for _, o := range opts {
+		o(&s)
+	}
+	cfg = rest.CopyConfig(cfg)
+	switch {
+	case s.qps != 0:
+		cfg.QPS, cfg.Burst = s.qps, s.burst
+	case cfg.QPS == 0 && cfg.RateLimiter == nil:
+		cfg.QPS, cfg.Burst = defaultQPS, defaultBurst
+	}
+	httpClient, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: %w", cfg.Host, err)
+	}
+	// The dynamic mapper discovers a kind on first use, so custom resources
+	// whose CRD this apply creates are found once it is established.
+	mapper, err := apiutil.NewDynamicRESTMapper(cfg, httpClient)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: %w", cfg.Host, err)
+	}
+	c, err := client.New(cfg, client.Options{HTTPClient: httpClient, Mapper: mapper})
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: %w", cfg.Host, err)
+	}
+	poller := polling.NewStatusPoller(c, mapper, polling.Options{})
+	return &Applier{
+		client:             c,
+		manager:            ssa.NewResourceManager(c, poller, ssa.Owner{Field: diff.FieldManager, Group: "refit.dev"}),
+		poller:             poller,
+		inventoryNamespace: s.inventoryNamespace,
+	}, nil
+}
+
+// run is the state of one Apply.
+type run struct {
+	a        *Applier
+	opts     Options
+	progress progress
+
+	mu      sync.Mutex
+	result  Result
+	written []diff.Ref // what was written, for a partial inventory
+}
+
+func (r *run) record(o ObjectResult) {
+	r.mu.Lock()
+	r.result.Objects = append(r.result.Objects, o)
+	switch o.Action {
+	case Created, Configured, Recreated:
+		r.written = append(r.written, o.Ref)
+	}
+	r.mu.Unlock()
+	r.progress.emit(Event{Ref: o.Ref, Action: o.Action, Message: o.Reason})
+}
+
+// Apply writes plan to the cluster:
+//
+//  1. every object the plan could not dry-run is dry-run now, unless its
+//     Namespace or CRD comes with the plan; any failure stops everything;
+//  2. CRDs and Namespaces are applied and waited for;
+//  3. the objects that needed them are dry-run; a failure deletes the
+//     definitions step 2 created and stops;
+//  4. everything else is applied with server-side apply, kind by kind;
+//  5. objects that left Git are pruned, in reverse order;
+//  6. the inventory is updated;
+//  7. with Options.Wait, Apply waits until everything in Git is healthy.
+//
+// The Result lists every change with what was done. A *ValidationError
+// means nothing was written (a bad commit); a *HealthError that everything
+// was written but is not healthy; other errors are the cluster's.
+func (a *Applier) Apply(ctx context.Context, plan *diff.Plan, opts Options) (*Result, error) {
+	if err := opts.check(); err != nil {
+		return nil, err
+	}
+	log := logr.FromContextOrDiscard(ctx).WithValues("app", opts.App)
+	r := &run{a: a, opts: opts, progress: progress{fn: opts.Progress}}
+	w := sortPlan(plan, opts)
+
+	owned, err := a.Inventory(ctx, opts.App)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.validate(ctx, w.earlyValidation()); err != nil {
+		return &r.result, err
+	}
+	if err := r.writeStage(ctx, w.stages[stageDefinitions]); err != nil {
+		return &r.result, r.saveAfterFailure(ctx, owned, err)
+	}
+	if err := r.waitDefinitions(ctx, w.stages[stageDefinitions]); err != nil {
+		return &r.result, r.saveAfterFailure(ctx, owned, err)
+	}
+	if err := r.validate(ctx, w.deferredValidation()); err != nil {
+		return &r.result, r.rollBack(ctx, err, w.stages[stageDefinitions])
+	}
+	if err := r.writeStage(ctx, w.stages[stageResources]); err != nil {
+		return &r.result, r.saveAfterFailure(ctx, owned, err)
+	}
+	kept, err := r.prune(ctx, w.prunes, owned)
+	if err != nil {
+		return &r.result, r.saveAfterFailure(ctx, owned, err)
+	}
+	for _, o := range w.reported {
+		r.record(o)
+	}
+	if err := r.saveInventory(ctx, owned, nextInventory(w.desired, kept)); err != nil {
+		return &r.result, err
+	}
+	log.Info("applied", "summary", r.result.Summary())
+	if !opts.Wait {
+		return &r.result, nil
+	}
+	return &r.result, r.waitHealthy(ctx)
+}
+
+func (w *work) earlyValidation() []*item {
+	var out []*item
+	for _, s := range w.stages {
+		for _, it := range s {
+			if it.validate && !it.deferred {
+				out = append(out, it)
+			}
+		}
+	}
+	return out
+}
+
+func (w *work) deferredValidation() []*item {
+	var out []*item
+	for _, it := range w.stages[stageResources] {
+		if it.deferred {
+			out = append(out, it)
+		}
+	}
+	return out
+}
+
+// saveInventory writes the inventory if it changed.
+func (r *run) saveInventory(ctx context.Context, old, next []diff.Ref) error {
+	if encodeInventory(old) == encodeInventory(next) && old != nil {
+		return nil
+	}
+	return r.a.writeInventory(ctx, r.opts.App, next)
+}
+
+// saveAfterFailure records what a failed apply wrote on top of the old
+// inventory: nothing is dropped (that needs a successful apply), but an
+// object created before the failure must not escape a later pruning.
+func (r *run) saveAfterFailure(ctx context.Context, old []diff.Ref, cause error) error {
+	r.mu.Lock()
+	written := append([]diff.Ref{}, r.written...)
+	r.mu.Unlock()
+	if len(written) == 0 {
+		return cause
+	}
+	if err := r.saveInventory(ctx, old, nextInventory(old, written)); err != nil {
+		return errors.Join(cause, err)
+	}
+	return cause
+}
+
+// forEach calls fn for 0..n-1 with at most limit calls at a time.
+func forEach(n, limit int, fn func(i int)) {
+	sem := make(chan struct{}, limit)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			fn(i)
+		}()
+	}
+	wg.Wait()
+}
+
+// ssaApply writes obj with server-side apply as refit, taking over fields
+// other managers own (as Flux does: Git wins), and returns what the server
+// made of it.
+func (a *Applier) ssaApply(ctx context.Context, obj *unstructured.Unstructured, opts ...client.ApplyOption) (*unstructured.Unstructured, error) {
+	obj = obj.DeepCopy()
+	obj.SetManagedFields(nil)
+	obj.SetResourceVersion("")
+	err := a.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj),
+		append([]client.ApplyOption{client.ForceOwnership, client.FieldOwner(diff.FieldManager)}, opts...)...)
+	return obj, err
+}

@@ -1,0 +1,93 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/fluxcd/pkg/ssa"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/refit-gitops/refit/diff"
+)
+
+// pruneDecision says what to do with one Delete change before touching the
+// cluster. It is pure so that the rules are table-tested.
+func pruneDecision(ref diff.Ref, prune bool, app string, owned map[diff.Ref]bool, others map[diff.Ref]string) (Action, string) {
+	switch {
+	case !owned[ref]:
+		return SkippedNotOwned, fmt.Sprintf("not in the inventory of app %s", app)
+	case others[ref] != "":
+		return SkippedNotOwned, fmt.Sprintf("also in the inventory of app %s", others[ref])
+	case !prune:
+		return NotPruned, "pruning is off"
+	}
+	return Deleted, ""
+}
+
+// prune deletes the plan's Delete changes that this app owns, in reverse
+// apply order, kind by kind. It returns the objects that stay in the
+// inventory: those not pruned because pruning is off.
+func (r *run) prune(ctx context.Context, changes []*diff.Change, inventory []diff.Ref) ([]diff.Ref, error) {
+	if len(changes) == 0 {
+		return nil, nil
+	}
+	owned := make(map[diff.Ref]bool, len(inventory))
+	for _, ref := range inventory {
+		owned[ref] = true
+	}
+	others, err := r.a.otherInventories(ctx, r.opts.App)
+	if err != nil {
+		return nil, err
+	}
+	var kept []diff.Ref
+	for _, wave := range deletionWaves(changes) {
+		errs := make([]error, len(wave))
+		forEach(len(wave), r.opts.Concurrency, func(i int) {
+			c := wave[i]
+			action, reason := pruneDecision(c.Ref, r.opts.Prune, r.opts.App, owned, others)
+			if action == Deleted {
+				var derr error
+				action, derr = r.delete(ctx, c)
+				if derr != nil {
+					errs[i] = &diff.ObjectError{Ref: c.Ref, Source: c.Source, Err: derr}
+					return
+				}
+				if action == SkippedProtected {
+					reason = PruneAnnotation + ": " + PruneDisabled
+				}
+			}
+			r.record(ObjectResult{Ref: c.Ref, Source: c.Source, Action: action, Reason: reason})
+		})
+		if err := errors.Join(errs...); err != nil {
+			return nil, err
+		}
+	}
+	for _, c := range changes {
+		if o := r.result.Object(c.Ref); o != nil && o.Action == NotPruned {
+			kept = append(kept, c.Ref)
+		}
+	}
+	return kept, nil
+}
+
+// delete removes one object unless its live version is protected by
+// refit.dev/prune: disabled (ssa reads the live object just before).
+func (r *run) delete(ctx context.Context, c *diff.Change) (Action, error) {
+	obj := &unstructured.Unstructured{}
+	obj.SetGroupVersionKind(c.Ref.GroupKind().WithVersion(c.Ref.Version))
+	obj.SetNamespace(c.Ref.Namespace)
+	obj.SetName(c.Ref.Name)
+	entry, err := r.a.manager.Delete(ctx, obj, ssa.DeleteOptions{
+		PropagationPolicy: metav1.DeletePropagationBackground,
+		Exclusions:        map[string]string{PruneAnnotation: PruneDisabled},
+	})
+	if err != nil {
+		return "", fmt.Errorf("prune: %w", err)
+	}
+	if entry != nil && entry.Action == ssa.SkippedAction {
+		return SkippedProtected, nil
+	}
+	return Deleted, nil
+}

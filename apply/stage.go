@@ -1,0 +1,173 @@
+package apply
+
+import (
+	"sort"
+
+	"github.com/fluxcd/pkg/ssa"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/refit-gitops/refit/diff"
+)
+
+// stage is when an object is written: definitions (CustomResourceDefinitions
+// and Namespaces) first and waited for, then everything else.
+type stage int
+
+const (
+	stageDefinitions stage = iota
+	stageResources
+)
+
+var (
+	crdKind       = schema.GroupKind{Group: "apiextensions.k8s.io", Kind: "CustomResourceDefinition"}
+	namespaceKind = schema.GroupKind{Kind: "Namespace"}
+)
+
+func stageOf(ref diff.Ref) stage {
+	if gk := ref.GroupKind(); gk == crdKind || gk == namespaceKind {
+		return stageDefinitions
+	}
+	return stageResources
+}
+
+// item is one object to write.
+type item struct {
+	change *diff.Change
+	// obj is what is written: a copy of the desired object, never the
+	// caller's.
+	obj   *unstructured.Unstructured
+	stage stage
+	// validate: dry-run it before anything is written (the plan could
+	// not, or Options.Revalidate).
+	validate bool
+	// deferred: its Namespace or its kind is created by this same plan, so
+	// it can only be validated once the definitions stage is written.
+	deferred bool
+	// recreate: its dry-run failed on an immutable field and it is forced.
+	recreate bool
+	// uid is the object's UID once written.
+	uid types.UID
+}
+
+// work is a plan sorted into what Apply does with each change.
+type work struct {
+	// stages hold the objects to write, in write order.
+	stages [2][]*item
+	// prunes are the deletions, in delete order (the reverse of the write
+	// order: workloads and custom resources before Namespaces and CRDs).
+	prunes []*diff.Change
+	// reported are the changes decided without a write.
+	reported []ObjectResult
+	// desired are every object in Git, for the inventory.
+	desired []diff.Ref
+}
+
+// sortPlan decides, without talking to the cluster, what happens to each
+// change of the plan and in which order.
+func sortPlan(plan *diff.Plan, opts Options) *work {
+	w := &work{}
+	newNamespaces, newKinds := definedByPlan(plan)
+	for i := range plan.Changes {
+		c := &plan.Changes[i]
+		if c.Action != diff.Delete {
+			w.desired = append(w.desired, c.Ref)
+		}
+		switch {
+		case c.Action == diff.Delete:
+			w.prunes = append(w.prunes, c)
+			continue
+		case c.Action == diff.Unchanged:
+			w.reported = append(w.reported, ObjectResult{Ref: c.Ref, Source: c.Source, Action: Unchanged})
+			continue
+		case c.Path == diff.PathRefused:
+			w.reported = append(w.reported, ObjectResult{Ref: c.Ref, Source: c.Source, Action: Refused, Reason: c.Reason})
+			continue
+		case c.Path == diff.PathInPlace && !opts.InPlaceAsRecreate:
+			w.reported = append(w.reported, ObjectResult{Ref: c.Ref, Source: c.Source, Action: InPlace, Reason: inPlaceReason(c)})
+			continue
+		}
+		it := &item{change: c, obj: c.Desired.DeepCopy(), stage: stageOf(c.Ref)}
+		it.validate = c.Merged == nil || opts.Revalidate
+		it.deferred = it.validate && it.stage == stageResources &&
+			(newNamespaces[c.Ref.Namespace] || newKinds[c.Ref.GroupKind()])
+		w.stages[it.stage] = append(w.stages[it.stage], it)
+	}
+	for s := range w.stages {
+		sort.SliceStable(w.stages[s], func(i, j int) bool { return refLess(w.stages[s][i].change.Ref, w.stages[s][j].change.Ref) })
+	}
+	sort.SliceStable(w.prunes, func(i, j int) bool { return refLess(w.prunes[j].Ref, w.prunes[i].Ref) })
+	return w
+}
+
+// definedByPlan returns the Namespaces and the kinds (of CRDs) that the plan
+// creates or changes: objects in them cannot be dry-run before the plan's
+// definitions are written.
+func definedByPlan(plan *diff.Plan) (map[string]bool, map[schema.GroupKind]bool) {
+	namespaces, kinds := map[string]bool{}, map[schema.GroupKind]bool{}
+	for _, c := range plan.Changes {
+		if c.Desired == nil {
+			continue
+		}
+		switch gk := c.Ref.GroupKind(); {
+		case gk == namespaceKind && c.Action == diff.Create:
+			namespaces[c.Ref.Name] = true
+		case gk == crdKind && (c.Action == diff.Create || c.Action == diff.Update):
+			group, _, _ := unstructured.NestedString(c.Desired.Object, "spec", "group")
+			kind, _, _ := unstructured.NestedString(c.Desired.Object, "spec", "names", "kind")
+			kinds[schema.GroupKind{Group: group, Kind: kind}] = true
+		}
+	}
+	return namespaces, kinds
+}
+
+func inPlaceReason(c *diff.Change) string {
+	if c.Reason != "" {
+		return c.Reason
+	}
+	return "left to the in-place engine"
+}
+
+// refLess orders objects as Flux applies them (ssa.ReconcileOrder: CRDs,
+// Namespaces, RBAC, ConfigMaps, Services, workloads…, webhooks last), then
+// by namespace and name so the order does not depend on the input.
+func refLess(a, b diff.Ref) bool {
+	if ga, gb := a.GroupKind(), b.GroupKind(); !ssa.Equals(ga, gb) {
+		return ssa.IsLessThan(ga, gb)
+	}
+	if a.Namespace != b.Namespace {
+		return a.Namespace < b.Namespace
+	}
+	return a.Name < b.Name
+}
+
+// waves splits items (sorted by refLess) into runs of one kind: a wave is
+// written concurrently, waves one after the other, so that e.g.
+// ServiceAccounts and ConfigMaps exist before the workloads that use them.
+func waves(items []*item) [][]*item {
+	var out [][]*item
+	for i := 0; i < len(items); {
+		j := i + 1
+		for j < len(items) && items[j].change.Ref.GroupKind() == items[i].change.Ref.GroupKind() {
+			j++
+		}
+		out = append(out, items[i:j])
+		i = j
+	}
+	return out
+}
+
+// deletionWaves is waves for deletions (sorted in reverse refLess order).
+func deletionWaves(changes []*diff.Change) [][]*diff.Change {
+	var out [][]*diff.Change
+	for i := 0; i < len(changes); {
+		j := i + 1
+		for j < len(changes) && changes[j].Ref.GroupKind() == changes[i].Ref.GroupKind() {
+			j++
+		}
+		out = append(out, changes[i:j])
+		i = j
+	}
+	return out
+}

@@ -1,0 +1,107 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/fluxcd/cli-utils/pkg/object"
+	"github.com/fluxcd/pkg/ssa"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/refit-gitops/refit/diff"
+)
+
+// writeStage applies items wave by wave (one kind at a time, concurrently
+// within a kind). It stops after the first wave with a failure.
+func (r *run) writeStage(ctx context.Context, items []*item) error {
+	for _, wave := range waves(items) {
+		errs := make([]error, len(wave))
+		forEach(len(wave), r.opts.Concurrency, func(i int) {
+			it := wave[i]
+			action, err := r.write(ctx, it)
+			if err != nil {
+				errs[i] = &diff.ObjectError{Ref: it.change.Ref, Source: it.change.Source, Err: err}
+				return
+			}
+			r.record(ObjectResult{Ref: it.change.Ref, Source: it.change.Source, Action: action})
+		})
+		if err := errors.Join(errs...); err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *run) write(ctx context.Context, it *item) (Action, error) {
+	action := Configured
+	if it.change.Action == diff.Create {
+		action = Created
+	}
+	if it.recreate {
+		if err := r.remove(ctx, it); err != nil {
+			return "", err
+		}
+		action = Recreated
+	}
+	obj, err := r.a.ssaApply(ctx, it.obj)
+	if err != nil {
+		return "", fmt.Errorf("server-side apply: %w", err)
+	}
+	it.uid = obj.GetUID()
+	return action, nil
+}
+
+// remove deletes a forced object and waits until it is gone (finalizers
+// run first), so that it can be created again.
+func (r *run) remove(ctx context.Context, it *item) error {
+	live := &unstructured.Unstructured{}
+	live.SetGroupVersionKind(it.obj.GroupVersionKind())
+	live.SetNamespace(it.obj.GetNamespace())
+	live.SetName(it.obj.GetName())
+	// Background, as Flux: the garbage collector removes its dependents
+	// (a Job's Pods) after it.
+	if err := r.a.client.Delete(ctx, live.DeepCopy(), client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete to recreate: %w", err)
+	}
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, r.opts.Timeout, true, func(ctx context.Context) (bool, error) {
+		err := r.a.client.Get(ctx, client.ObjectKeyFromObject(live), live.DeepCopy())
+		if apierrors.IsNotFound(err) {
+			return true, nil
+		}
+		return false, err
+	})
+	if err != nil {
+		return fmt.Errorf("delete to recreate: still there after %s: %w", r.opts.Timeout, err)
+	}
+	return nil
+}
+
+// waitDefinitions waits until the CRDs written are established (and the
+// Namespaces active), so that the next stage can use them.
+func (r *run) waitDefinitions(ctx context.Context, defs []*item) error {
+	if len(defs) == 0 {
+		return nil
+	}
+	set := make(object.ObjMetadataSet, 0, len(defs))
+	for _, it := range defs {
+		set = append(set, objMeta(it.change.Ref))
+	}
+	err := r.a.manager.WaitForSetWithContext(ctx, set, ssa.WaitOptions{Interval: 200 * time.Millisecond, Timeout: r.opts.Timeout})
+	if err != nil {
+		return fmt.Errorf("wait for definitions: %w", err)
+	}
+	return nil
+}
+
+func objMeta(ref diff.Ref) object.ObjMetadata {
+	return object.ObjMetadata{GroupKind: ref.GroupKind(), Namespace: ref.Namespace, Name: ref.Name}
+}
