@@ -20,13 +20,14 @@ const (
 	stageResources
 )
 
-var (
-	crdKind       = schema.GroupKind{Group: "apiextensions.k8s.io", Kind: "CustomResourceDefinition"}
-	namespaceKind = schema.GroupKind{Kind: "Namespace"}
-)
+func isCRD(gk schema.GroupKind) bool {
+	return gk == schema.GroupKind{Group: "apiextensions.k8s.io", Kind: "CustomResourceDefinition"}
+}
+
+func isNamespace(gk schema.GroupKind) bool { return gk == schema.GroupKind{Kind: "Namespace"} }
 
 func stageOf(ref diff.Ref) stage {
-	if gk := ref.GroupKind(); gk == crdKind || gk == namespaceKind {
+	if gk := ref.GroupKind(); isCRD(gk) || isNamespace(gk) {
 		return stageDefinitions
 	}
 	return stageResources
@@ -111,9 +112,9 @@ func definedByPlan(plan *diff.Plan) (map[string]bool, map[schema.GroupKind]bool)
 			continue
 		}
 		switch gk := c.Ref.GroupKind(); {
-		case gk == namespaceKind && c.Action == diff.Create:
+		case isNamespace(gk) && c.Action == diff.Create:
 			namespaces[c.Ref.Name] = true
-		case gk == crdKind && (c.Action == diff.Create || c.Action == diff.Update):
+		case isCRD(gk) && (c.Action == diff.Create || c.Action == diff.Update):
 			group, _, _ := unstructured.NestedString(c.Desired.Object, "spec", "group")
 			kind, _, _ := unstructured.NestedString(c.Desired.Object, "spec", "names", "kind")
 			kinds[schema.GroupKind{Group: group, Kind: kind}] = true

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -99,10 +98,18 @@ func forced(annotations map[string]string) bool {
 	return annotations[ForceAnnotation] == "true"
 }
 
-// immutableMessage matches the API server's words for a change it refuses
+// immutablePhrases are the API server's words for a change it refuses
 // because of immutability (apimachinery's ValidateImmutableField, the
 // Service, StatefulSet, Pod and PersistentVolumeClaim update validations).
-var immutableMessage = regexp.MustCompile(`(?i)immutable|may not change once set|updates to [a-z]+ spec for fields other than .* are forbidden|pod updates may not change fields other than`)
+func immutableMessage(msg string) bool {
+	msg = strings.ToLower(msg)
+	for _, p := range []string{"immutable", "may not change once set", "spec for fields other than", "pod updates may not change fields other than"} {
+		if strings.Contains(msg, p) {
+			return true
+		}
+	}
+	return false
+}
 
 // IsImmutable tells an update refused only because it touches immutable
 // fields from any other invalid object: every cause the server gives must
@@ -115,10 +122,10 @@ func IsImmutable(err error) bool {
 	}
 	st := status.Status()
 	if st.Details == nil || len(st.Details.Causes) == 0 {
-		return immutableMessage.MatchString(st.Message)
+		return immutableMessage(st.Message)
 	}
 	for _, c := range st.Details.Causes {
-		if !immutableMessage.MatchString(c.Message) {
+		if !immutableMessage(c.Message) {
 			return false
 		}
 	}

@@ -1,0 +1,169 @@
+package apply
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/refit-gitops/refit/diff"
+)
+
+func obj(apiVersion, kind, ns, name string) *unstructured.Unstructured {
+	return newUnstructured(apiVersion, kind, ns, name)
+}
+
+func crd(group, kind string) *unstructured.Unstructured {
+	u := obj("apiextensions.k8s.io/v1", "CustomResourceDefinition", "", "things."+group)
+	u.Object["spec"] = map[string]any{"group": group, "names": map[string]any{"kind": kind}}
+	return u
+}
+
+func change(u *unstructured.Unstructured, action diff.Action, dryRun bool) diff.Change {
+	c := diff.Change{Ref: diff.RefOf(u), Source: "app.yaml", Action: action, Desired: u}
+	if dryRun {
+		c.Merged = u.DeepCopy()
+	}
+	if action == diff.Delete {
+		c.Desired, c.Merged, c.Live = nil, nil, u
+	}
+	return c
+}
+
+func TestSortPlan(t *testing.T) {
+	deploy := obj("apps/v1", "Deployment", "shop", "web")
+	plan := &diff.Plan{Changes: []diff.Change{
+		change(deploy, diff.Create, false),                                         // in a new namespace
+		change(obj("v1", "ConfigMap", "default", "old"), diff.Delete, false),       // left Git
+		change(obj("example.com/v1", "Thing", "default", "t"), diff.Create, false), // kind from a new CRD
+		change(obj("v1", "Namespace", "", "shop"), diff.Create, false),
+		change(obj("v1", "ConfigMap", "default", "settings"), diff.Update, true),
+		change(obj("v1", "Service", "default", "old"), diff.Delete, false),
+		change(crd("example.com", "Thing"), diff.Create, true),
+		change(obj("v1", "Secret", "default", "s"), diff.Unchanged, true),
+		change(obj("v1", "ConfigMap", "default", "new"), diff.Create, false), // plan could not dry-run, no dependency
+		change(obj("v1", "Namespace", "", "old-ns"), diff.Delete, false),
+	}}
+	inPlace := change(obj("apps/v1", "Deployment", "default", "api"), diff.Update, true)
+	inPlace.Path = diff.PathInPlace
+	refused := change(obj("apps/v1", "StatefulSet", "default", "db"), diff.Update, true)
+	refused.Path, refused.Reason = diff.PathRefused, "InPlaceOnly"
+	plan.Changes = append(plan.Changes, inPlace, refused)
+
+	type itemSummary struct {
+		Ref                string
+		Validate, Deferred bool
+	}
+	summarize := func(items []*item) []itemSummary {
+		var out []itemSummary
+		for _, it := range items {
+			out = append(out, itemSummary{it.change.Ref.String(), it.validate, it.deferred})
+		}
+		return out
+	}
+	refs := func(changes []*diff.Change) []string {
+		var out []string
+		for _, c := range changes {
+			out = append(out, c.Ref.String())
+		}
+		return out
+	}
+
+	for _, tc := range []struct {
+		name     string
+		opts     Options
+		defs     []itemSummary
+		res      []itemSummary
+		reported []Action
+	}{
+		{
+			name: "defaults",
+			opts: DefaultOptions(),
+			defs: []itemSummary{
+				{"CustomResourceDefinition.apiextensions.k8s.io/things.example.com", false, false},
+				{"Namespace/shop", true, false},
+			},
+			res: []itemSummary{
+				{"ConfigMap/default/new", true, false},
+				{"ConfigMap/default/settings", false, false},
+				{"Deployment.apps/shop/web", true, true},
+				{"Thing.example.com/default/t", true, true},
+			},
+			reported: []Action{Unchanged, InPlace, Refused},
+		},
+		{
+			name: "revalidate and in place as recreate",
+			opts: func() Options { o := DefaultOptions(); o.Revalidate, o.InPlaceAsRecreate = true, true; return o }(),
+			defs: []itemSummary{
+				{"CustomResourceDefinition.apiextensions.k8s.io/things.example.com", true, false},
+				{"Namespace/shop", true, false},
+			},
+			res: []itemSummary{
+				{"ConfigMap/default/new", true, false},
+				{"ConfigMap/default/settings", true, false},
+				{"Deployment.apps/default/api", true, false},
+				{"Deployment.apps/shop/web", true, true},
+				{"Thing.example.com/default/t", true, true},
+			},
+			reported: []Action{Unchanged, Refused},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := sortPlan(plan, tc.opts)
+			if d := cmp.Diff(tc.defs, summarize(w.stages[stageDefinitions])); d != "" {
+				t.Errorf("definitions (-want +got):\n%s", d)
+			}
+			if d := cmp.Diff(tc.res, summarize(w.stages[stageResources])); d != "" {
+				t.Errorf("resources (-want +got):\n%s", d)
+			}
+			// Deletions run backwards: Services before ConfigMaps (as
+			// Flux orders them), Namespaces last.
+			if d := cmp.Diff([]string{"Service/default/old", "ConfigMap/default/old", "Namespace/old-ns"}, refs(w.prunes)); d != "" {
+				t.Errorf("prunes (-want +got):\n%s", d)
+			}
+			var reported []Action
+			for _, o := range w.reported {
+				reported = append(reported, o.Action)
+			}
+			if d := cmp.Diff(tc.reported, reported); d != "" {
+				t.Errorf("reported (-want +got):\n%s", d)
+			}
+			if len(w.desired) != len(plan.Changes)-3 {
+				t.Errorf("%d desired, want every change but the 3 deletions", len(w.desired))
+			}
+		})
+	}
+
+	t.Run("the caller's objects are not the ones written", func(t *testing.T) {
+		w := sortPlan(plan, DefaultOptions())
+		w.stages[stageResources][0].obj.SetLabels(map[string]string{"x": "y"})
+		for _, c := range plan.Changes {
+			if c.Desired != nil && c.Desired.GetLabels() != nil {
+				t.Fatalf("%s: desired object changed", c.Ref)
+			}
+		}
+	})
+}
+
+func TestWaves(t *testing.T) {
+	plan := &diff.Plan{}
+	for _, u := range []*unstructured.Unstructured{
+		obj("apps/v1", "Deployment", "a", "x"), obj("v1", "ConfigMap", "a", "c1"), obj("v1", "ServiceAccount", "a", "sa"),
+		obj("apps/v1", "Deployment", "a", "y"), obj("v1", "ConfigMap", "b", "c2"), obj("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration", "", "hook"),
+		obj("example.com/v1", "Thing", "a", "t"),
+	} {
+		plan.Changes = append(plan.Changes, change(u, diff.Create, true))
+	}
+	var got [][]string
+	for _, wave := range waves(sortPlan(plan, DefaultOptions()).stages[stageResources]) {
+		var names []string
+		for _, it := range wave {
+			names = append(names, it.change.Ref.Name)
+		}
+		got = append(got, names)
+	}
+	want := [][]string{{"sa"}, {"c1", "c2"}, {"x", "y"}, {"t"}, {"hook"}}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("waves (-want +got):\n%s", d)
+	}
+}
