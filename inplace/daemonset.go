@@ -34,6 +34,7 @@ type daemonSet struct {
 	hash       string
 	generation string
 	bound      int
+	rec        rolloutRecord
 }
 
 // The DaemonSet controller still labels Pods with the template generation
@@ -42,12 +43,13 @@ const podTemplateGenerationLabel = "pod-template-generation"
 
 var daemonSetGVR = resources[diff.Ref{Group: "apps", Kind: "DaemonSet"}.GroupKind()]
 
-func (d *daemonSet) prepare(ctx context.Context) (string, error) {
+func (d *daemonSet) precheck(ctx context.Context) (string, error) {
 	ref := d.change.Ref
 	live, err := d.e.client.AppsV1().DaemonSets(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", ref, err)
 	}
+	d.live = live
 	rec, resuming := readRecord(live.Annotations)
 	if !resuming {
 		switch {
@@ -74,17 +76,22 @@ func (d *daemonSet) prepare(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", ref, err)
 	}
+	d.rec = rec
+	return "", nil
+}
 
-	held, err := withRecord(d.change.Desired, rec)
+func (d *daemonSet) prepare(ctx context.Context) error {
+	ref := d.change.Ref
+	held, err := withRecord(d.change.Desired, d.rec)
 	if err != nil {
-		return "", err
+		return err
 	}
 	unstructured.RemoveNestedField(held.Object, "spec", "updateStrategy")
 	if err := unstructuredSet(held, string(appsv1.OnDeleteDaemonSetStrategyType), "spec", "updateStrategy", "type"); err != nil {
-		return "", err
+		return err
 	}
 	if _, err := d.e.applyObject(ctx, daemonSetGVR, held); err != nil {
-		return "", err
+		return err
 	}
 	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		ds, err := d.e.client.AppsV1().DaemonSets(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
@@ -95,13 +102,13 @@ func (d *daemonSet) prepare(ctx context.Context) (string, error) {
 		return true, nil
 	})
 	if err != nil {
-		return "", fmt.Errorf("%s: the controller did not observe the new template: %w", ref, err)
+		return fmt.Errorf("%s: the controller did not observe the new template: %w", ref, err)
 	}
 	if d.hash, err = d.newestRevisionHash(ctx, d.live); err != nil {
-		return "", err
+		return err
 	}
 	d.generation = d.live.Annotations[appsv1.DeprecatedTemplateGeneration]
-	return "", nil
+	return nil
 }
 
 // newestRevisionHash is the hash label of the DaemonSet's highest
@@ -170,37 +177,3 @@ func (d *daemonSet) release(ctx context.Context) error {
 	_, err := d.e.applyObject(ctx, daemonSetGVR, d.change.Desired)
 	return err
 }
-
-// barePod is a Pod without a controller: only its own images change.
-type barePod struct {
-	e      *Engine
-	change diff.Change
-	sel    labels.Selector
-	uid    string
-}
-
-func (p *barePod) prepare(ctx context.Context) (string, error) {
-	pod, err := p.e.client.CoreV1().Pods(p.change.Ref.Namespace).Get(ctx, p.change.Ref.Name, metav1.GetOptions{})
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", p.change.Ref, err)
-	}
-	if metav1.GetControllerOf(pod) != nil {
-		return "the Pod has a controller", nil
-	}
-	p.uid = string(pod.UID)
-	p.sel = labels.SelectorFromSet(pod.Labels)
-	return "", nil
-}
-
-func (p *barePod) owns(pod *corev1.Pod) bool {
-	return string(pod.UID) == p.uid
-}
-func (p *barePod) selector() labels.Selector         { return p.sel }
-func (p *barePod) revisionLabels() map[string]string { return nil }
-func (p *barePod) eligible(*corev1.Pod) bool         { return true }
-func (p *barePod) ordinal(*corev1.Pod) int           { return -1 }
-func (p *barePod) minReadySeconds() int32            { return 0 }
-func (p *barePod) maxUnavailable() (int, error)      { return 1, nil }
-func (p *barePod) progressDeadline() time.Duration   { return 0 }
-func (p *barePod) check(context.Context) error       { return nil }
-func (p *barePod) release(context.Context) error     { return nil }

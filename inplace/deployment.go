@@ -30,19 +30,22 @@ type deployment struct {
 	change diff.Change
 	target Target
 
-	live *appsv1.Deployment
-	rs   *appsv1.ReplicaSet // the ReplicaSet that owns every Pod
-	sel  labels.Selector
+	live  *appsv1.Deployment
+	rs    *appsv1.ReplicaSet // the ReplicaSet that owns every Pod
+	owned []*appsv1.ReplicaSet
+	sel   labels.Selector
+	rec   rolloutRecord
 }
 
 var deploymentGVR = resources[diff.Ref{Group: "apps", Kind: "Deployment"}.GroupKind()]
 
-func (d *deployment) prepare(ctx context.Context) (string, error) {
+func (d *deployment) precheck(ctx context.Context) (string, error) {
 	ref := d.change.Ref
 	live, err := d.e.client.AppsV1().Deployments(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", ref, err)
 	}
+	d.live = live
 	rec, resuming := readRecord(live.Annotations)
 	if reason := deploymentPreconditions(live, resuming); reason != "" {
 		return reason, nil
@@ -71,51 +74,56 @@ func (d *deployment) prepare(ctx context.Context) (string, error) {
 	if len(active) != 1 {
 		return fmt.Sprintf("%d ReplicaSets have Pods: in place needs one", len(active)), nil
 	}
-	d.rs = active[0]
+	d.rs, d.owned = active[0], owned
 	if !resuming && !equalIgnoreHash(&d.rs.Spec.Template, &live.Spec.Template) {
 		return "the Pods' ReplicaSet is not the Deployment's current one", nil
 	}
 	if !resuming {
-		rec = rolloutRecord{Revision: d.target.Revision, StartedAt: d.e.now().UTC().Truncate(time.Second)}
+		rec = rolloutRecord{StartedAt: d.e.now().UTC().Truncate(time.Second)}
 	}
 	rec.Revision = d.target.Revision
+	d.rec = rec
+	return "", nil
+}
 
+func (d *deployment) prepare(ctx context.Context) error {
+	ref, rec, owned := d.change.Ref, d.rec, d.owned
 	// (1) the new template and the pause, in one write.
 	paused, err := withRecord(d.change.Desired, rec)
 	if err != nil {
-		return "", err
+		return err
 	}
 	if err := unstructuredSet(paused, true, "spec", "paused"); err != nil {
-		return "", err
+		return err
 	}
 	if _, err := d.e.applyObject(ctx, deploymentGVR, paused); err != nil {
-		return "", err
+		return err
 	}
 	// (2) the defaulted template, read back, into the current ReplicaSet; and
 	// no older ReplicaSet with that template may remain, or the controller
 	// would adopt it instead (a rollback A→B→A).
 	d.live, err = d.e.client.AppsV1().Deployments(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
 	if err != nil {
-		return "", fmt.Errorf("%s: %w", ref, err)
+		return fmt.Errorf("%s: %w", ref, err)
 	}
 	for _, rs := range owned {
 		if rs.UID != d.rs.UID && equalIgnoreHash(&rs.Spec.Template, &d.live.Spec.Template) {
 			err := d.e.client.AppsV1().ReplicaSets(rs.Namespace).Delete(ctx, rs.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &rs.UID}})
 			if err != nil && !apierrors.IsNotFound(err) {
-				return "", fmt.Errorf("%s: delete old ReplicaSet %s with the new template: %w", ref, rs.Name, err)
+				return fmt.Errorf("%s: delete old ReplicaSet %s with the new template: %w", ref, rs.Name, err)
 			}
 		}
 	}
 	if err := d.copyTemplate(ctx); err != nil {
-		return "", err
+		return err
 	}
 	// (3) unpause, keeping the rollout record until every Pod is done.
 	unpaused, err := withRecord(d.change.Desired, rec)
 	if err != nil {
-		return "", err
+		return err
 	}
 	_, err = d.e.applyObject(ctx, deploymentGVR, unpaused)
-	return "", err
+	return err
 }
 
 // deploymentPreconditions says why the in-place path cannot be taken, or "".

@@ -120,10 +120,11 @@ func New(cfg *rest.Config) (*Engine, error) {
 // workload is what differs between kinds: how to hold the controller's own
 // rollout while refit patches Pods, and how to let go of it.
 type workload interface {
-	// prepare checks the preconditions and writes the new template with the
-	// hold; a non-empty fallback says why the in-place path cannot be taken
-	// (and nothing was written).
-	prepare(ctx context.Context) (fallback string, err error)
+	// precheck reads the live workload and says why the in-place path
+	// cannot be taken, or "". It writes nothing.
+	precheck(ctx context.Context) (fallback string, err error)
+	// prepare writes the new template with the hold (after precheck).
+	prepare(ctx context.Context) error
 	// owns tells the workload's current Pods from others matching the selector.
 	owns(pod *corev1.Pod) bool
 	selector() labels.Selector
@@ -170,7 +171,7 @@ func (e *Engine) Rollout(ctx context.Context, change diff.Change, opts Options) 
 	if err != nil {
 		return res, err
 	}
-	fallback, err := w.prepare(ctx)
+	fallback, err := w.precheck(ctx)
 	if err != nil {
 		return res, err
 	}
@@ -178,10 +179,39 @@ func (e *Engine) Rollout(ctx context.Context, change diff.Change, opts Options) 
 		res.Outcome, res.Reason = Fallback, fallback
 		return res, nil
 	}
+	if err := w.prepare(ctx); err != nil {
+		return res, err
+	}
 	r := &run{e: e, w: w, change: change, target: target, opts: opts, res: &res, gate: hasGate(change.Desired)}
 	err = r.loop(ctx)
 	res.Duration = e.now().Sub(start)
 	return res, err
+}
+
+// Precheck says why change cannot be rolled out in place now (the in-place
+// path's preconditions), or "" if it can. It writes nothing, so a caller can
+// send a change that fails it down the ordinary apply path instead.
+func (e *Engine) Precheck(ctx context.Context, change diff.Change) (string, error) {
+	if change.Desired == nil {
+		return "", fmt.Errorf("%s: no desired object", change.Ref)
+	}
+	target, err := targetOf(change)
+	if err != nil {
+		return "", err
+	}
+	w, err := e.workloadFor(change, target)
+	if err != nil {
+		return "", err
+	}
+	return w.precheck(ctx)
+}
+
+// InProgress reports whether the live workload carries the record of an
+// in-place rollout that has not finished (refit stopped or failed during
+// it): Rollout continues it.
+func (e *Engine) InProgress(ctx context.Context, change diff.Change) bool {
+	_, ok := e.liveRecord(ctx, change)
+	return ok
 }
 
 // targetOf reads the target images from the desired object.

@@ -35,16 +35,18 @@ type statefulSet struct {
 	sel       labels.Selector
 	revision  string
 	partition int // from Git: ordinals below it are not updated
+	rec       rolloutRecord
 }
 
 var statefulSetGVR = resources[diff.Ref{Group: "apps", Kind: "StatefulSet"}.GroupKind()]
 
-func (s *statefulSet) prepare(ctx context.Context) (string, error) {
+func (s *statefulSet) precheck(ctx context.Context) (string, error) {
 	ref := s.change.Ref
 	live, err := s.e.client.AppsV1().StatefulSets(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", ref, err)
 	}
+	s.live = live
 	rec, resuming := readRecord(live.Annotations)
 	if !resuming {
 		switch {
@@ -62,10 +64,15 @@ func (s *statefulSet) prepare(ctx context.Context) (string, error) {
 	}
 	p, _, _ := unstructured.NestedInt64(s.change.Desired.Object, "spec", "updateStrategy", "rollingUpdate", "partition")
 	s.partition = int(p)
+	s.rec = rec
+	return "", nil
+}
 
-	held, err := withRecord(s.change.Desired, rec)
+func (s *statefulSet) prepare(ctx context.Context) error {
+	ref, live := s.change.Ref, s.live
+	held, err := withRecord(s.change.Desired, s.rec)
 	if err != nil {
-		return "", err
+		return err
 	}
 	if live.Spec.UpdateStrategy.Type != appsv1.OnDeleteStatefulSetStrategyType {
 		replicas := int64(1)
@@ -76,11 +83,11 @@ func (s *statefulSet) prepare(ctx context.Context) (string, error) {
 			replicas = r
 		}
 		if err := unstructuredSet(held, replicas, "spec", "updateStrategy", "rollingUpdate", "partition"); err != nil {
-			return "", err
+			return err
 		}
 	}
 	if _, err := s.e.applyObject(ctx, statefulSetGVR, held); err != nil {
-		return "", err
+		return err
 	}
 	// The controller computes the new revision when it next syncs.
 	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
@@ -92,10 +99,10 @@ func (s *statefulSet) prepare(ctx context.Context) (string, error) {
 		return sts.Status.ObservedGeneration >= sts.Generation && sts.Status.UpdateRevision != "", nil
 	})
 	if err != nil {
-		return "", fmt.Errorf("%s: the controller did not compute the new revision: %w", ref, err)
+		return fmt.Errorf("%s: the controller did not compute the new revision: %w", ref, err)
 	}
 	s.revision = s.live.Status.UpdateRevision
-	return "", nil
+	return nil
 }
 
 func (s *statefulSet) owns(pod *corev1.Pod) bool { return metav1.IsControlledBy(pod, s.live) }

@@ -10,7 +10,9 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
+	"k8s.io/klog/v2"
 )
 
 // Set at build time by the Makefile (-ldflags -X).
@@ -20,11 +22,15 @@ var (
 )
 
 func main() {
+	// client-go logs through klog; refit reports errors itself.
+	klog.SetLogger(logr.Discard())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := newRootCommand().ExecuteContext(ctx)
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "refit:", err)
+		if !errors.Is(err, errChanges) {
+			fmt.Fprintln(os.Stderr, "refit:", err)
+		}
 		os.Exit(exitCode(err))
 	}
 }
@@ -38,6 +44,8 @@ func newRootCommand() *cobra.Command {
 	}
 	root.AddCommand(newVersionCommand())
 	root.AddCommand(newRenderCommand())
+	root.AddCommand(newPlanCommand())
+	root.AddCommand(newApplyCommand())
 	return root
 }
 

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/pflag"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/refit-gitops/refit/source"
+)
+
+// sourceFlags say where the manifests come from: a local folder or a Git
+// repository. render, plan and apply share them.
+type sourceFlags struct {
+	dir, repo, ref, path string
+	sshKey, knownHosts   string
+	username, password   string
+	token, cacheDir      string
+	allowRemoteBases     bool
+	timeout              time.Duration
+}
+
+func (f *sourceFlags) register(fl *pflag.FlagSet) {
+	fl.StringVar(&f.dir, "dir", "", "local folder (repository root) to read from")
+	fl.StringVar(&f.repo, "repo", "", "Git repository URL (https://, ssh://, file://)")
+	fl.StringVar(&f.ref, "ref", "", "branch, tag:NAME, semver:RANGE, commit SHA (default: the remote's default branch)")
+	fl.StringVar(&f.path, "path", ".", "path to build, relative to the folder or repository root")
+	fl.StringVar(&f.sshKey, "ssh-key", "", "SSH private key file")
+	fl.StringVar(&f.knownHosts, "known-hosts", "", "known_hosts file (required for SSH)")
+	fl.StringVar(&f.username, "username", "", "HTTPS username")
+	fl.StringVar(&f.password, "password", "", "HTTPS password or access token (or REFIT_GIT_PASSWORD)")
+	fl.StringVar(&f.token, "token", "", "HTTPS bearer token (or REFIT_GIT_TOKEN)")
+	fl.StringVar(&f.cacheDir, "cache-dir", "", "where checked-out revisions are kept (default: the user cache dir)")
+	fl.BoolVar(&f.allowRemoteBases, "allow-remote-bases", false, "let kustomizations fetch remote bases")
+	fl.DurationVar(&f.timeout, "timeout", time.Minute, "timeout of each Git network call")
+}
+
+// checkout is the folder to read from: --dir, or --repo's revision checked
+// out (rev is nil for --dir).
+func (f *sourceFlags) checkout(ctx context.Context) (string, *source.Revision, error) {
+	switch {
+	case (f.dir == "") == (f.repo == ""):
+		return "", nil, errors.New("set one of --dir and --repo")
+	case f.dir != "":
+		return f.dir, nil, nil
+	}
+	opts, err := f.sourceOptions()
+	if err != nil {
+		return "", nil, err
+	}
+	p, err := source.NewPoller(opts)
+	if err != nil {
+		return "", nil, err
+	}
+	rev, err := p.Poll(ctx)
+	if err != nil {
+		return "", nil, err
+	}
+	return rev.Dir, &rev, nil
+}
+
+func (f *sourceFlags) sourceOptions() (source.Options, error) {
+	opts := source.DefaultOptions()
+	opts.URL, opts.Timeout = f.repo, f.timeout
+	ref, err := source.ParseRef(f.ref)
+	if err != nil {
+		return opts, err
+	}
+	opts.Ref = ref
+	opts.Auth = source.Auth{Username: f.username, Password: f.password, BearerToken: f.token}
+	if opts.Auth.Password == "" {
+		opts.Auth.Password = os.Getenv("REFIT_GIT_PASSWORD")
+	}
+	if opts.Auth.BearerToken == "" {
+		opts.Auth.BearerToken = os.Getenv("REFIT_GIT_TOKEN")
+	}
+	for _, file := range []struct {
+		name string
+		dst  *[]byte
+	}{{f.sshKey, &opts.Auth.SSHPrivateKey}, {f.knownHosts, &opts.Auth.KnownHosts}} {
+		if file.name == "" {
+			continue
+		}
+		if *file.dst, err = os.ReadFile(file.name); err != nil {
+			return opts, err
+		}
+	}
+	opts.CacheDir = f.cacheDir
+	if opts.CacheDir == "" {
+		base, err := os.UserCacheDir()
+		if err != nil {
+			return opts, fmt.Errorf("cache dir: %w (set --cache-dir)", err)
+		}
+		opts.CacheDir = filepath.Join(base, "refit", "sources")
+	}
+	return opts, nil
+}
+
+// kubeFlags are kubectl's connection flags.
+type kubeFlags struct {
+	kubeconfig, context, namespace string
+	qps                            float32
+	burst                          int
+}
+
+func (f *kubeFlags) register(fl *pflag.FlagSet) {
+	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
+	fl.StringVar(&f.context, "context", "", "kubeconfig context to use")
+	fl.StringVarP(&f.namespace, "namespace", "n", "", "namespace for objects that name none (default: the context's)")
+	fl.Float32Var(&f.qps, "qps", 100, "API requests per second refit may send")
+	fl.IntVar(&f.burst, "burst", 200, "API request burst")
+}
+
+// config loads the client configuration and the default namespace.
+func (f *kubeFlags) config() (*rest.Config, string, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	if f.kubeconfig != "" {
+		rules.ExplicitPath = f.kubeconfig
+	}
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: f.context})
+	cfg, err := cc.ClientConfig()
+	if err != nil {
+		return nil, "", fmt.Errorf("kubeconfig: %w", err)
+	}
+	cfg.QPS, cfg.Burst = f.qps, f.burst
+	ns := f.namespace
+	if ns == "" {
+		if ns, _, err = cc.Namespace(); err != nil || ns == "" {
+			ns = "default"
+		}
+	}
+	return cfg, ns, nil
+}

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/refit-gitops/refit/diff"
+	"github.com/refit-gitops/refit/reconcile"
+	"github.com/refit-gitops/refit/source"
+)
+
+type planFlags struct {
+	src    sourceFlags
+	kube   kubeFlags
+	app    string
+	policy string
+	output string
+}
+
+func newPlanCommand() *cobra.Command {
+	var f planFlags
+	cmd := &cobra.Command{
+		Use:   "plan (--dir DIR | --repo URL [--ref REF]) [--path PATH]",
+		Short: "Show what applying would change, and which workloads go in place",
+		Long: `Plan renders PATH, compares it with the cluster through a server-side-apply
+dry-run (so defaults and other managers' fields are not changes), and says for
+each changed object what would happen: created, updated in place (only
+container images differ), recreated by its controller (and why), or deleted.
+Exit status: 0 no changes, 2 changes, 1 error.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return f.run(cmd.Context(), cmd.OutOrStdout())
+		},
+	}
+	f.src.register(cmd.Flags())
+	f.kube.register(cmd.Flags())
+	cmd.Flags().StringVar(&f.app, "app", "default", "app name: its inventory tells what left Git")
+	cmd.Flags().StringVar(&f.policy, "policy", string(diff.InPlaceIfPossible), "update policy of workloads without the refit.dev/update-policy annotation")
+	cmd.Flags().StringVarP(&f.output, "output", "o", "text", "output format: text or json")
+	return cmd
+}
+
+func (f *planFlags) run(ctx context.Context, out io.Writer) error {
+	if f.output != "text" && f.output != "json" {
+		return fmt.Errorf("--output %q: want text or json", f.output)
+	}
+	plan, rev, err := f.plan(ctx)
+	if err != nil {
+		return err
+	}
+	if f.output == "json" {
+		err = writePlanJSON(out, plan, rev)
+	} else {
+		writePlanText(out, plan, colours(out))
+	}
+	if err != nil {
+		return err
+	}
+	if plan.HasChanges() {
+		return &exitStatus{code: 2, err: errChanges}
+	}
+	return nil
+}
+
+// errChanges is plan's "not an error" exit 2; main prints nothing for it.
+var errChanges = fmt.Errorf("changes planned")
+
+func (f *planFlags) plan(ctx context.Context) (*diff.Plan, *source.Revision, error) {
+	root, rev, err := f.src.checkout(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg, ns, err := f.kube.config()
+	if err != nil {
+		return nil, nil, err
+	}
+	r, err := reconcile.New(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	opts := reconcile.DefaultOptions()
+	opts.App, opts.Path, opts.Namespace = f.app, f.src.path, ns
+	opts.DefaultPolicy, opts.AllowRemoteBases = diff.Policy(f.policy), f.src.allowRemoteBases
+	plan, err := r.Plan(ctx, root, opts)
+	return plan, rev, err
+}
+
+type palette struct{ add, change, del, inplace, dim, reset string }
+
+func colours(out io.Writer) palette {
+	if f, ok := out.(*os.File); ok && term.IsTerminal(int(f.Fd())) && os.Getenv("NO_COLOR") == "" {
+		return palette{add: "\x1b[32m", change: "\x1b[33m", del: "\x1b[31m", inplace: "\x1b[36m", dim: "\x1b[2m", reset: "\x1b[0m"}
+	}
+	return palette{}
+}
+
+// writePlanText prints one line per changed object and a summary.
+func writePlanText(out io.Writer, plan *diff.Plan, c palette) {
+	for _, ch := range plan.Changes {
+		switch ch.Action {
+		case diff.Create:
+			fmt.Fprintf(out, "%s+ %s%s  create\n", c.add, ch.Ref, c.reset)
+		case diff.Delete:
+			fmt.Fprintf(out, "%s- %s%s  delete\n", c.del, ch.Ref, c.reset)
+		case diff.Update:
+			fmt.Fprintf(out, "%s~ %s%s  %s\n", c.change, ch.Ref, c.reset, describeUpdate(ch, c))
+		}
+	}
+	fmt.Fprintln(out, plan.Summary())
+}
+
+func describeUpdate(ch diff.Change, c palette) string {
+	var b strings.Builder
+	switch ch.Path {
+	case diff.PathInPlace:
+		fmt.Fprintf(&b, "%supdate in place%s:", c.inplace, c.reset)
+		for _, img := range ch.Images {
+			fmt.Fprintf(&b, " %s %s → %s", img.Container, img.From, img.To)
+		}
+		return b.String()
+	case diff.PathRecreate:
+		fmt.Fprintf(&b, "update, Pods recreated (%s)", ch.Reason)
+	case diff.PathRefused:
+		fmt.Fprintf(&b, "%sREFUSED%s (%s)", c.del, c.reset, ch.Reason)
+	case diff.PathApply:
+		b.WriteString("update, no Pod replaced")
+	default:
+		b.WriteString("update")
+	}
+	if len(ch.Images) > 0 {
+		for _, img := range ch.Images {
+			fmt.Fprintf(&b, " %s %s → %s;", img.Container, img.From, img.To)
+		}
+	}
+	if len(ch.Fields) > 0 {
+		fmt.Fprintf(&b, " %s%s%s", c.dim, strings.Join(ch.Fields, ", "), c.reset)
+	}
+	return b.String()
+}
+
+type jsonPlan struct {
+	Revision string       `json:"revision,omitempty"`
+	Changes  []jsonChange `json:"changes"`
+}
+
+type jsonChange struct {
+	Kind      string             `json:"kind"`
+	Group     string             `json:"group,omitempty"`
+	Namespace string             `json:"namespace,omitempty"`
+	Name      string             `json:"name"`
+	Source    string             `json:"source,omitempty"`
+	Action    diff.Action        `json:"action"`
+	Class     diff.Class         `json:"class,omitempty"`
+	Policy    diff.Policy        `json:"policy,omitempty"`
+	Path      diff.Path          `json:"path,omitempty"`
+	Reason    string             `json:"reason,omitempty"`
+	Images    []diff.ImageChange `json:"images,omitempty"`
+	Fields    []string           `json:"fields,omitempty"`
+}
+
+func writePlanJSON(out io.Writer, plan *diff.Plan, rev *source.Revision) error {
+	jp := jsonPlan{Changes: []jsonChange{}}
+	if rev != nil {
+		jp.Revision = rev.Commit
+	}
+	for _, ch := range plan.Changes {
+		jp.Changes = append(jp.Changes, jsonChange{
+			Kind: ch.Ref.Kind, Group: ch.Ref.Group, Namespace: ch.Ref.Namespace, Name: ch.Ref.Name, Source: ch.Source,
+			Action: ch.Action, Class: ch.Class, Policy: ch.Policy, Path: ch.Path, Reason: ch.Reason, Images: ch.Images, Fields: ch.Fields,
+		})
+	}
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(jp)
+}

@@ -1,0 +1,262 @@
+// Package reconcile drives one reconciliation of an app: render a checked-out
+// revision, plan it against the cluster, apply what goes the ordinary way,
+// and roll out image-only workload changes in place, falling back to the
+// ordinary way when the in-place path's preconditions do not hold. It is the
+// only package that wires the pipeline's stages together.
+package reconcile
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/rest"
+
+	"github.com/refit-gitops/refit/apply"
+	"github.com/refit-gitops/refit/diff"
+	"github.com/refit-gitops/refit/inplace"
+	"github.com/refit-gitops/refit/render"
+)
+
+// Options of one reconciliation. Start with DefaultOptions.
+type Options struct {
+	// App names the inventory: what this app applied, and may prune.
+	App string
+	// Path to build, relative to the revision's root.
+	Path string
+	// Namespace for namespaced objects that name none.
+	Namespace     string
+	DefaultPolicy diff.Policy
+	Prune         bool
+	// Wait for what was applied the ordinary way to be healthy.
+	Wait    bool
+	Timeout time.Duration
+	// AllowRemoteBases lets kustomizations fetch remote bases.
+	AllowRemoteBases bool
+	InPlace          inplace.Options
+	// Log receives progress lines; nil discards them.
+	Log io.Writer
+}
+
+// DefaultOptions prune, wait five minutes, and roll image-only changes out
+// in place.
+func DefaultOptions() Options {
+	return Options{
+		App: "default", Path: ".", Namespace: "default", DefaultPolicy: diff.InPlaceIfPossible,
+		Prune: true, Wait: true, Timeout: 5 * time.Minute, InPlace: inplace.DefaultOptions(),
+	}
+}
+
+// Reconciler reconciles apps into one cluster.
+type Reconciler struct {
+	planner *diff.Planner
+	applier *apply.Applier
+	engine  *inplace.Engine
+}
+
+// New returns a Reconciler for the cluster cfg points at.
+func New(cfg *rest.Config) (*Reconciler, error) {
+	planner, err := diff.NewPlanner(cfg)
+	if err != nil {
+		return nil, err
+	}
+	applier, err := apply.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	engine, err := inplace.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Reconciler{planner: planner, applier: applier, engine: engine}, nil
+}
+
+// Plan renders root/opts.Path and plans it against the cluster, with the
+// app's inventory for deletions. Workloads whose in-place path does not
+// hold are planned as recreations, with the reason.
+func (r *Reconciler) Plan(ctx context.Context, root string, opts Options) (*diff.Plan, error) {
+	objs, err := render.Render(ctx, render.Options{Root: root, Path: opts.Path, AllowRemoteBases: opts.AllowRemoteBases})
+	if err != nil {
+		return nil, err
+	}
+	desired := make([]diff.Desired, len(objs))
+	for i, o := range objs {
+		desired[i] = diff.Desired{Object: o.Unstructured, Source: o.File}
+	}
+	previous, err := r.applier.Inventory(ctx, opts.App)
+	if err != nil {
+		return nil, err
+	}
+	po := diff.DefaultOptions()
+	po.Namespace, po.DefaultPolicy, po.Previous = opts.Namespace, opts.DefaultPolicy, previous
+	plan, err := r.planner.Plan(ctx, desired, po)
+	if err != nil {
+		return nil, err
+	}
+	for i := range plan.Changes {
+		c := &plan.Changes[i]
+		if c.Path != diff.PathInPlace {
+			continue
+		}
+		reason, err := r.engine.Precheck(ctx, *c)
+		if err != nil {
+			return nil, err
+		}
+		if reason != "" {
+			c.Path, c.Reason = diff.PathRecreate, "in place not possible: "+reason
+		}
+	}
+	return plan, nil
+}
+
+// Result of Apply.
+type Result struct {
+	Apply    *apply.Result
+	Rollouts []inplace.Result
+}
+
+// Failed reports whether anything failed: an in-place rollout, or health.
+func (r *Result) Failed() bool {
+	if r.Apply != nil && r.Apply.Health == apply.Unhealthy {
+		return true
+	}
+	for _, ro := range r.Rollouts {
+		if ro.Outcome != inplace.Succeeded {
+			return true
+		}
+	}
+	return false
+}
+
+// Apply carries out a plan: the ordinary changes first (validated as a
+// whole before anything is written), then the in-place rollouts, one
+// goroutine per workload. It also continues in-place rollouts that an
+// earlier refit left unfinished, and keeps refit's readiness gate open on
+// new Pods of gated workloads while it runs.
+func (r *Reconciler) Apply(ctx context.Context, plan *diff.Plan, opts Options) (*Result, error) {
+	logf := func(format string, args ...any) {
+		if opts.Log != nil {
+			fmt.Fprintf(opts.Log, format+"\n", args...)
+		}
+	}
+	var rollouts []diff.Change
+	for _, c := range plan.Changes {
+		switch {
+		case c.Path == diff.PathInPlace:
+			rollouts = append(rollouts, c)
+		case c.Action == diff.Unchanged && diff.IsWorkload(c.Ref.GroupKind()) && r.engine.InProgress(ctx, c):
+			logf("%s: continuing an unfinished in-place rollout", c.Ref)
+			rollouts = append(rollouts, c)
+		}
+	}
+	stopGates := r.keepGatesOpen(ctx, plan)
+	defer stopGates()
+
+	ao := apply.DefaultOptions()
+	ao.App, ao.Prune, ao.Wait, ao.Timeout = opts.App, opts.Prune, opts.Wait, opts.Timeout
+	if opts.Log != nil {
+		ao.Progress = apply.ProgressTo(opts.Log)
+	}
+	res := &Result{}
+	var err error
+	res.Apply, err = r.applier.Apply(ctx, plan, ao)
+	if err != nil {
+		return res, err
+	}
+	res.Rollouts = make([]inplace.Result, len(rollouts))
+	errs := make([]error, len(rollouts))
+	var wg sync.WaitGroup
+	for i, c := range rollouts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			io := opts.InPlace
+			io.Progress = func(p inplace.Progress) {
+				logf("%s: in place: batch %d, %d/%d updated, %d/%d unavailable%s", p.Ref, p.Batch, p.Updated, p.Total,
+					p.Unavailable, p.MaxUnavailable, patchedList(p.Patched))
+			}
+			logf("%s: in place: %s", c.Ref, imagesOf(c))
+			res.Rollouts[i], errs[i] = r.engine.Rollout(ctx, c, io)
+			if errs[i] == nil {
+				logf("%s: in place: %s", c.Ref, describe(res.Rollouts[i]))
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+func patchedList(names []string) string {
+	if len(names) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", patching %v", names)
+}
+
+func imagesOf(c diff.Change) string {
+	if len(c.Images) == 0 {
+		return "continuing"
+	}
+	s := ""
+	for i, img := range c.Images {
+		if i > 0 {
+			s += ", "
+		}
+		s += fmt.Sprintf("%s %s → %s", img.Container, img.From, img.To)
+	}
+	return s
+}
+
+func describe(r inplace.Result) string {
+	switch r.Outcome {
+	case inplace.Succeeded:
+		return fmt.Sprintf("done: %d Pods updated in %s, at most %d unavailable", r.Updated, r.Duration.Round(100*time.Millisecond), r.MaxObserved)
+	case inplace.Failed:
+		s := fmt.Sprintf("FAILED at Pod %s: %s", r.FailedPod, r.Reason)
+		if r.RolledBack > 0 {
+			s += fmt.Sprintf(" (%d Pods rolled back in place)", r.RolledBack)
+		}
+		return s
+	default:
+		return fmt.Sprintf("%s: %s", r.Outcome, r.Reason)
+	}
+}
+
+// keepGatesOpen opens refit's readiness gate on new Pods of the plan's
+// gated workloads every second until stopped.
+func (r *Reconciler) keepGatesOpen(ctx context.Context, plan *diff.Plan) func() {
+	var gated []*unstructured.Unstructured
+	for _, c := range plan.Changes {
+		if c.Desired != nil && diff.IsWorkload(c.Ref.GroupKind()) {
+			obj := c.Desired.DeepCopy()
+			obj.SetNamespace(c.Ref.Namespace)
+			gated = append(gated, obj)
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ticker := time.NewTicker(time.Second)
+		defer ticker.Stop()
+		for {
+			for _, obj := range gated {
+				_, _ = r.engine.OpenGates(ctx, obj) // retried on the next tick
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-ticker.C:
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
