@@ -39,7 +39,15 @@ var ignoredPaths = map[string]bool{
 	"status":                     true,
 	// The DaemonSet registry strategy bumps it on every template change.
 	"metadata.annotations.deprecated.daemonset.template.generation": true,
+	// refit's own record of an unfinished in-place rollout: not in Git, and
+	// removing it would lose the rollout (see package inplace).
+	"metadata.annotations." + RolloutAnnotation: true,
 }
+
+// RolloutAnnotation marks a workload whose Pods refit is updating in place.
+// The in-place engine writes and removes it; a plan never counts it as a
+// change.
+const RolloutAnnotation = "refit.dev/inplace-rollout"
 
 // Classification is the outcome of comparing a live object with what the
 // server would make of the desired one.

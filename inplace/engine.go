@@ -37,7 +37,7 @@ const (
 	// RolloutAnnotation marks a workload whose Pods refit is updating in
 	// place; it holds the rollout's record (rolloutRecord). A restarted refit
 	// finds it and continues.
-	RolloutAnnotation = "refit.dev/inplace-rollout"
+	RolloutAnnotation = diff.RolloutAnnotation
 )
 
 // Outcome of one workload's in-place rollout.
