@@ -61,7 +61,33 @@ func refList(refs []diff.Ref) string {
 
 // ErrImmutable is wrapped by the error of an object whose change touches
 // an immutable field and that is not forced.
-var ErrImmutable = errors.New(`immutable field changed; annotate the object with refit.dev/force: "true" to delete and recreate it`)
+var ErrImmutable = errors.New("immutable field changed")
+
+const forceHint = `annotate the object with ` + ForceAnnotation + `: "true" to delete and recreate it`
+
+// immutableError names the immutable fields briefly: the server's message
+// quotes the whole new value (a Job's template runs to kilobytes).
+type immutableError struct{ err error }
+
+func (e *immutableError) Error() string {
+	var fields []string
+	var status apierrors.APIStatus
+	if errors.As(e.err, &status) && status.Status().Details != nil {
+		for _, c := range status.Status().Details.Causes {
+			msg := c.Message
+			if i := strings.LastIndex(msg, ": "); i >= 0 {
+				msg = msg[i+2:]
+			}
+			fields = append(fields, c.Field+": "+msg)
+		}
+	}
+	if len(fields) == 0 {
+		return ErrImmutable.Error() + "; " + forceHint + ": " + e.err.Error()
+	}
+	return ErrImmutable.Error() + " (" + strings.Join(fields, "; ") + "); " + forceHint
+}
+
+func (e *immutableError) Unwrap() []error { return []error{ErrImmutable, e.err} }
 
 // validate dry-runs items concurrently and fails, naming every refused
 // object, if any is refused. An immutable-field refusal of a forced update
@@ -77,7 +103,7 @@ func (r *run) validate(ctx context.Context, items []*item) error {
 		case it.change.Action == diff.Update && IsImmutable(err) && (r.opts.Force || forced(it.obj.GetAnnotations())):
 			it.recreate = true
 		case IsImmutable(err):
-			errs[i] = &diff.ObjectError{Ref: it.change.Ref, Source: it.change.Source, Err: fmt.Errorf("%w: %w", ErrImmutable, err)}
+			errs[i] = &diff.ObjectError{Ref: it.change.Ref, Source: it.change.Source, Err: &immutableError{err: err}}
 		default:
 			errs[i] = &diff.ObjectError{Ref: it.change.Ref, Source: it.change.Source, Err: fmt.Errorf("server-side dry-run: %w", err)}
 		}

@@ -3,6 +3,7 @@ package apply
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -34,5 +35,17 @@ func TestIsImmutable(t *testing.T) {
 				t.Errorf("IsImmutable(%v) = %v, want %v", tc.err, got, tc.want)
 			}
 		})
+	}
+}
+
+func TestImmutableErrorIsBrief(t *testing.T) {
+	api := apierrors.NewInvalid(schema.GroupKind{Group: "batch", Kind: "Job"}, "j",
+		field.ErrorList{field.Invalid(field.NewPath("spec", "template"), map[string]any{"huge": strings.Repeat("x", 500)}, "field is immutable")})
+	err := error(&immutableError{err: api})
+	if len(err.Error()) > 200 || !strings.Contains(err.Error(), "spec.template: field is immutable") {
+		t.Errorf("message %q: want spec.template named briefly", err)
+	}
+	if !errors.Is(err, ErrImmutable) || !apierrors.IsInvalid(err) {
+		t.Errorf("%v: want both ErrImmutable and the API error reachable", err)
 	}
 }
