@@ -171,7 +171,9 @@ func (r *run) record(o ObjectResult) {
 		r.written = append(r.written, o.Ref)
 	}
 	r.mu.Unlock()
-	r.progress.emit(Event{Ref: o.Ref, Action: o.Action, Message: o.Reason})
+	if o.Action != Unchanged { // a thousand "unchanged" lines would hide what happened
+		r.progress.emit(Event{Ref: o.Ref, Action: o.Action, Message: o.Reason})
+	}
 }
 
 // Apply writes plan to the cluster:

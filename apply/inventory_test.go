@@ -73,25 +73,38 @@ func TestCheckApp(t *testing.T) {
 }
 
 func TestPruneDecision(t *testing.T) {
-	mine := diff.Ref{Version: "v1", Kind: "ConfigMap", Namespace: "a", Name: "mine"}
-	shared := diff.Ref{Version: "v1", Kind: "ConfigMap", Namespace: "a", Name: "shared"}
-	theirs := diff.Ref{Version: "v1", Kind: "ConfigMap", Namespace: "a", Name: "theirs"}
-	owned := map[diff.Ref]bool{mine: true, shared: true}
-	others := map[diff.Ref]string{shared: "other", theirs: "other"}
+	cmRef := func(ns, name string) diff.Ref {
+		return diff.Ref{Version: "v1", Kind: "ConfigMap", Namespace: ns, Name: name}
+	}
+	mine, shared, theirs := cmRef("a", "mine"), cmRef("a", "shared"), cmRef("a", "theirs")
+	nsA, nsB := diff.Ref{Version: "v1", Kind: "Namespace", Name: "a"}, diff.Ref{Version: "v1", Kind: "Namespace", Name: "b"}
+	nsC := diff.Ref{Version: "v1", Kind: "Namespace", Name: "c"}
+	thingCRD := crd("example.com", "Thing")
+	otherCRD := crd("example.org", "Thing")
+	otherCRD.SetName("things.example.org")
+	thing := diff.Ref{Group: "example.com", Version: "v1", Kind: "Thing", Namespace: "b", Name: "t"}
+	owned := map[diff.Ref]bool{mine: true, shared: true, nsA: true, nsB: true, nsC: true, diff.RefOf(thingCRD): true, diff.RefOf(otherCRD): true}
+	others := map[diff.Ref]string{shared: "other", theirs: "other", thing: "other"}
 	for _, tc := range []struct {
 		name   string
-		ref    diff.Ref
+		change diff.Change
 		prune  bool
 		action Action
 		reason string
 	}{
-		{"mine", mine, true, Deleted, ""},
-		{"mine, pruning off", mine, false, NotPruned, "pruning is off"},
-		{"also another app's", shared, true, SkippedNotOwned, "also in the inventory of app other"},
-		{"only another app's", theirs, true, SkippedNotOwned, "not in the inventory of app shop"},
+		{"mine", diff.Change{Ref: mine}, true, Deleted, ""},
+		{"mine, pruning off", diff.Change{Ref: mine}, false, NotPruned, "pruning is off"},
+		{"also another app's", diff.Change{Ref: shared}, true, SkippedNotOwned, "also in the inventory of app other"},
+		{"only another app's", diff.Change{Ref: theirs}, true, SkippedNotOwned, "not in the inventory of app shop"},
+		{"namespace holding another app's objects", diff.Change{Ref: nsA}, true, SkippedNotOwned, "holds ConfigMap/a/shared of app other"},
+		{"namespace holding another app's objects, pruning off", diff.Change{Ref: nsA}, false, SkippedNotOwned, "holds ConfigMap/a/shared of app other"},
+		{"CRD of another app's objects", diff.Change{Ref: diff.RefOf(thingCRD), Live: thingCRD}, true, SkippedNotOwned, "holds Thing.example.com/b/t of app other"},
+		{"CRD of another group", diff.Change{Ref: diff.RefOf(otherCRD), Live: otherCRD}, true, Deleted, ""},
+		{"namespace holding a custom resource of another app", diff.Change{Ref: nsB}, true, SkippedNotOwned, "holds Thing.example.com/b/t of app other"},
+		{"namespace holding nothing of another app", diff.Change{Ref: nsC}, true, Deleted, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			action, reason := pruneDecision(tc.ref, tc.prune, "shop", owned, others)
+			action, reason := pruneDecision(&tc.change, tc.prune, "shop", owned, others)
 			if action != tc.action || reason != tc.reason {
 				t.Errorf("got %s %q, want %s %q", action, reason, tc.action, tc.reason)
 			}

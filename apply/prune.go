@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 
 	"github.com/fluxcd/pkg/ssa"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -13,17 +14,51 @@ import (
 )
 
 // pruneDecision says what to do with one Delete change before touching the
-// cluster. It is pure so that the rules are table-tested.
-func pruneDecision(ref diff.Ref, prune bool, app string, owned map[diff.Ref]bool, others map[diff.Ref]string) (Action, string) {
+// cluster. It is pure so that the rules are table-tested. Deleting a
+// Namespace or a CRD deletes what it holds: they are kept while another
+// app's inventory lists something in them.
+func pruneDecision(c *diff.Change, prune bool, app string, owned map[diff.Ref]bool, others map[diff.Ref]string) (Action, string) {
+	ref := c.Ref
 	switch {
 	case !owned[ref]:
 		return SkippedNotOwned, fmt.Sprintf("not in the inventory of app %s", app)
 	case others[ref] != "":
 		return SkippedNotOwned, fmt.Sprintf("also in the inventory of app %s", others[ref])
-	case !prune:
+	}
+	if other, ok := heldFor(c, others); ok {
+		return SkippedNotOwned, fmt.Sprintf("holds %s of app %s", other, others[other])
+	}
+	if !prune {
 		return NotPruned, "pruning is off"
 	}
 	return Deleted, ""
+}
+
+// heldFor returns an object of another app that deleting c would delete
+// with it: one in the Namespace c is, or of the kind the CRD c defines.
+func heldFor(c *diff.Change, others map[diff.Ref]string) (diff.Ref, bool) {
+	var held func(diff.Ref) bool
+	switch gk := c.Ref.GroupKind(); {
+	case isNamespace(gk):
+		held = func(r diff.Ref) bool { return r.Namespace == c.Ref.Name }
+	case isCRD(gk) && c.Live != nil:
+		group, _, _ := unstructured.NestedString(c.Live.Object, "spec", "group")
+		kind, _, _ := unstructured.NestedString(c.Live.Object, "spec", "names", "kind")
+		held = func(r diff.Ref) bool { return r.Group == group && r.Kind == kind }
+	default:
+		return diff.Ref{}, false
+	}
+	var found []diff.Ref
+	for r := range others {
+		if held(r) {
+			found = append(found, r)
+		}
+	}
+	if len(found) == 0 {
+		return diff.Ref{}, false
+	}
+	sort.Slice(found, func(i, j int) bool { return found[i].String() < found[j].String() })
+	return found[0], true
 }
 
 // prune deletes the plan's Delete changes that this app owns, in reverse
@@ -46,7 +81,7 @@ func (r *run) prune(ctx context.Context, changes []*diff.Change, inventory []dif
 		errs := make([]error, len(wave))
 		forEach(len(wave), r.opts.Concurrency, func(i int) {
 			c := wave[i]
-			action, reason := pruneDecision(c.Ref, r.opts.Prune, r.opts.App, owned, others)
+			action, reason := pruneDecision(c, r.opts.Prune, r.opts.App, owned, others)
 			if action == Deleted {
 				var derr error
 				action, derr = r.delete(ctx, c)

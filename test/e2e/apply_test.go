@@ -382,6 +382,34 @@ func TestApplyPrunes(t *testing.T) {
 	})
 }
 
+// A Namespace that left one app's Git is not deleted while another app's
+// inventory lists objects in it: deleting it would delete them.
+func TestApplyPruneKeepsNamespaceOfAnotherApp(t *testing.T) {
+	ns := namespace(t)
+	shared := ns + "-shared"
+	cleanupCluster(t, nsRef(shared))
+	a := newApplier(t)
+	appA, appB := ns+"-a", ns+"-b"
+	cm := func(name string) string {
+		return "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: " + name + ", namespace: " + shared + "}\ndata: {k: v}"
+	}
+	mustApply(t, a, ns, appA, parseFile(t, "a.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: "+shared+"}\n---\n"+cm("a")), applyOptions(appA))
+	mustApply(t, a, ns, appB, parseFile(t, "b.yaml", cm("b")), applyOptions(appB))
+
+	res := mustApply(t, a, ns, appA, nil, applyOptions(appA))
+	cmA := diff.Ref{Version: "v1", Kind: "ConfigMap", Namespace: shared, Name: "a"}
+	if o := res.Object(cmA); o == nil || o.Action != apply.Deleted {
+		t.Errorf("ConfigMap a: %+v, want deleted", o)
+	}
+	o := res.Object(nsRef(shared))
+	if o == nil || o.Action != apply.SkippedNotOwned || !strings.Contains(o.Reason, appB) {
+		t.Errorf("Namespace: %+v, want skipped for app %s", o, appB)
+	}
+	if goneOrGoing(t, nsRef(shared)) || getObject(t, diff.Ref{Version: "v1", Kind: "ConfigMap", Namespace: shared, Name: "b"}) == nil {
+		t.Errorf("the Namespace of app B's ConfigMap was deleted")
+	}
+}
+
 // podLedger records the Pods of a namespace seen by a watch.
 type podLedger struct {
 	w      watch.Interface
