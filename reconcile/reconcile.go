@@ -7,13 +7,18 @@ package reconcile
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/record"
 
 	"github.com/refit-gitops/refit/apply"
 	"github.com/refit-gitops/refit/diff"
@@ -55,10 +60,26 @@ type Reconciler struct {
 	planner *diff.Planner
 	applier *apply.Applier
 	engine  *inplace.Engine
+	metrics *metrics
+	events  record.EventRecorder
+}
+
+// Option sets an optional dependency of the Reconciler.
+type Option func(*Reconciler)
+
+// WithMetrics registers refit's metrics with reg.
+func WithMetrics(reg prometheus.Registerer) Option {
+	return func(r *Reconciler) { r.metrics = newMetrics(reg) }
+}
+
+// WithEvents records Kubernetes Events on the workloads refit updates in
+// place.
+func WithEvents(rec record.EventRecorder) Option {
+	return func(r *Reconciler) { r.events = rec }
 }
 
 // New returns a Reconciler for the cluster cfg points at.
-func New(cfg *rest.Config) (*Reconciler, error) {
+func New(cfg *rest.Config, opts ...Option) (*Reconciler, error) {
 	planner, err := diff.NewPlanner(cfg)
 	if err != nil {
 		return nil, err
@@ -71,7 +92,11 @@ func New(cfg *rest.Config) (*Reconciler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Reconciler{planner: planner, applier: applier, engine: engine}, nil
+	r := &Reconciler{planner: planner, applier: applier, engine: engine}
+	for _, o := range opts {
+		o(r)
+	}
+	return r, nil
 }
 
 // Plan renders root/opts.Path and plans it against the cluster, with the
@@ -80,7 +105,7 @@ func New(cfg *rest.Config) (*Reconciler, error) {
 func (r *Reconciler) Plan(ctx context.Context, root string, opts Options) (*diff.Plan, error) {
 	objs, err := render.Render(ctx, render.Options{Root: root, Path: opts.Path, AllowRemoteBases: opts.AllowRemoteBases})
 	if err != nil {
-		return nil, err
+		return nil, &BadCommitError{Err: err}
 	}
 	desired := make([]diff.Desired, len(objs))
 	for i, o := range objs {
@@ -161,9 +186,13 @@ func (r *Reconciler) Apply(ctx context.Context, plan *diff.Plan, opts Options) (
 		ao.Progress = apply.ProgressTo(opts.Log)
 	}
 	res := &Result{}
-	var err error
+	var err, healthErr error
 	res.Apply, err = r.applier.Apply(ctx, plan, ao)
-	if err != nil {
+	var he *apply.HealthError
+	switch {
+	case errors.As(err, &he):
+		healthErr = err // the in-place rollouts still go ahead
+	case err != nil:
 		return res, err
 	}
 	res.Rollouts = make([]inplace.Result, len(rollouts))
@@ -175,13 +204,28 @@ func (r *Reconciler) Apply(ctx context.Context, plan *diff.Plan, opts Options) (
 			defer wg.Done()
 			io := opts.InPlace
 			io.Progress = func(p inplace.Progress) {
-				logf("%s: in place: batch %d, %d/%d updated, %d/%d unavailable%s", p.Ref, p.Batch, p.Updated, p.Total,
+				msg := fmt.Sprintf("batch %d, %d/%d updated, %d/%d unavailable%s", p.Batch, p.Updated, p.Total,
 					p.Unavailable, p.MaxUnavailable, patchedList(p.Patched))
+				logf("%s: in place: %s", p.Ref, msg)
+				if len(p.Patched) > 0 {
+					r.event(c, corev1.EventTypeNormal, "InPlaceBatch", msg)
+				}
 			}
 			logf("%s: in place: %s", c.Ref, imagesOf(c))
+			r.event(c, corev1.EventTypeNormal, "InPlaceStarted", imagesOf(c))
 			res.Rollouts[i], errs[i] = r.engine.Rollout(ctx, c, io)
 			if errs[i] == nil {
-				logf("%s: in place: %s", c.Ref, describe(res.Rollouts[i]))
+				ro := res.Rollouts[i]
+				logf("%s: in place: %s", c.Ref, describe(ro))
+				r.metrics.rollout(opts.App, ro)
+				switch ro.Outcome {
+				case inplace.Succeeded:
+					r.event(c, corev1.EventTypeNormal, "InPlaceSucceeded", describe(ro))
+				case inplace.Failed:
+					r.event(c, corev1.EventTypeWarning, "InPlaceFailed", describe(ro))
+				default:
+					r.event(c, corev1.EventTypeNormal, "InPlaceFallback", describe(ro))
+				}
 			}
 		}()
 	}
@@ -191,7 +235,7 @@ func (r *Reconciler) Apply(ctx context.Context, plan *diff.Plan, opts Options) (
 			return res, err
 		}
 	}
-	return res, nil
+	return res, healthErr
 }
 
 func patchedList(names []string) string {
@@ -228,6 +272,21 @@ func describe(r inplace.Result) string {
 	default:
 		return fmt.Sprintf("%s: %s", r.Outcome, r.Reason)
 	}
+}
+
+// event records a Kubernetes Event on the change's workload.
+func (r *Reconciler) event(c diff.Change, eventType, reason, msg string) {
+	if r.events == nil {
+		return
+	}
+	ref := &corev1.ObjectReference{
+		Kind: c.Ref.Kind, APIVersion: schema.GroupVersion{Group: c.Ref.Group, Version: c.Ref.Version}.String(),
+		Namespace: c.Ref.Namespace, Name: c.Ref.Name,
+	}
+	if c.Live != nil {
+		ref.UID, ref.ResourceVersion = c.Live.GetUID(), c.Live.GetResourceVersion()
+	}
+	r.events.Event(ref, eventType, reason, msg)
 }
 
 // keepGatesOpen opens refit's readiness gate on new Pods of the plan's

@@ -46,6 +46,7 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(newRenderCommand())
 	root.AddCommand(newPlanCommand())
 	root.AddCommand(newApplyCommand())
+	root.AddCommand(newRunCommand())
 	return root
 }
 

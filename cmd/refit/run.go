@@ -1,0 +1,166 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/refit-gitops/refit/config"
+	"github.com/refit-gitops/refit/reconcile"
+	"github.com/refit-gitops/refit/source"
+)
+
+type runFlags struct {
+	src            sourceFlags
+	kube           kubeFlags
+	configFile     string
+	app            string
+	interval       time.Duration
+	driftInterval  time.Duration
+	prune          bool
+	listen         string
+	leaderElect    bool
+	leaseNamespace string
+	identity       string
+	logFormat      string
+	verbosity      int
+	grace          time.Duration
+	healthTimeout  time.Duration
+}
+
+func newRunCommand() *cobra.Command {
+	var f runFlags
+	cmd := &cobra.Command{
+		Use:   "run (--config FILE | --repo URL [--ref REF] [--path PATH] [--interval D])",
+		Short: "Keep the cluster in sync with Git: the refit service",
+		Long: `Run polls each app's Git ref (a cheap ref listing; webhooks at /hook/<app>
+poll at once), and on a new commit renders, plans and applies it: image-only
+workload changes in place, the rest with server-side apply. It reports every
+commit's outcome to the Git host, corrects drift at a slower interval, and
+serves /metrics, /healthz and /readyz.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return f.run(cmd.Context(), cmd.ErrOrStderr())
+		},
+	}
+	fl := cmd.Flags()
+	f.src.register(fl)
+	f.kube.register(fl)
+	fl.StringVar(&f.configFile, "config", "", "config file (apiVersion refit.dev/v1alpha1, kind Config)")
+	fl.StringVar(&f.app, "app", "default", "app name, with --repo")
+	fl.DurationVar(&f.interval, "interval", time.Minute, "poll interval, with --repo")
+	fl.DurationVar(&f.driftInterval, "drift-interval", 0, "how often to correct drift without a new commit (default 10 × interval)")
+	fl.BoolVar(&f.prune, "prune", true, "delete objects that left Git, with --repo")
+	fl.StringVar(&f.listen, "listen", ":8080", "HTTP address for webhooks, metrics and probes (empty: none)")
+	fl.BoolVar(&f.leaderElect, "leader-elect", false, "act only while holding the leader Lease (for several replicas)")
+	fl.StringVar(&f.leaseNamespace, "leader-election-namespace", "", "namespace of the Lease and of referenced Secrets (default: $POD_NAMESPACE, then refit-system)")
+	fl.StringVar(&f.identity, "identity", "", "leader election identity (default: hostname)")
+	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fl.IntVarP(&f.verbosity, "v", "v", 0, "log verbosity")
+	fl.DurationVar(&f.grace, "grace", 3*time.Second, "default readiness-gate grace before a Pod is patched")
+	fl.DurationVar(&f.healthTimeout, "health-timeout", 5*time.Minute, "health wait per reconciliation, with --repo")
+	return cmd
+}
+
+func (f *runFlags) run(ctx context.Context, stderr io.Writer) error {
+	log := newLogger(stderr, f.logFormat, f.verbosity)
+	ctx = logr.NewContext(ctx, log)
+	cfg, ns, err := f.kube.config()
+	if err != nil {
+		return err
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	homeNS := f.leaseNamespace
+	if homeNS == "" {
+		if homeNS = os.Getenv("POD_NAMESPACE"); homeNS == "" {
+			homeNS = "refit-system"
+		}
+	}
+	apps, err := f.appConfigs(ns)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	defer broadcaster.Shutdown()
+	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "refit"})
+	r, err := reconcile.New(cfg, reconcile.WithMetrics(reg), reconcile.WithEvents(recorder))
+	if err != nil {
+		return err
+	}
+	wiring := &appWiring{client: client, secretsNS: homeNS, cacheDir: f.src.cacheDir, grace: f.grace, flags: &f.src}
+	built, hooks, err := wiring.build(ctx, apps)
+	if err != nil {
+		return err
+	}
+	identity := f.identity
+	if identity == "" {
+		identity, _ = os.Hostname()
+	}
+	return r.Serve(ctx, built, reconcile.ServiceOptions{
+		Listen: f.listen, Hooks: hooks, Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		LeaderElection: f.leaderElect, LeaseNamespace: homeNS, LeaseName: "refit-leader", Identity: identity, Client: client,
+	})
+}
+
+// appConfigs reads --config, or makes one app of the --repo flags.
+func (f *runFlags) appConfigs(namespace string) ([]config.App, error) {
+	if f.configFile != "" {
+		if f.src.repo != "" || f.src.dir != "" {
+			return nil, errors.New("set --config or --repo, not both")
+		}
+		cfg, err := config.Load(f.configFile)
+		if err != nil {
+			return nil, err
+		}
+		return cfg.Apps, nil
+	}
+	if f.src.repo == "" {
+		return nil, errors.New("set --config FILE, or --repo URL for one app")
+	}
+	prune := f.prune
+	app := config.App{
+		Name:   f.app,
+		Source: config.Source{URL: f.src.repo, Ref: f.src.ref, SSHKeyFile: f.src.sshKey, KnownHostsFile: f.src.knownHosts},
+		Path:   f.src.path, Namespace: namespace, Prune: &prune,
+		Interval: config.Duration{Duration: f.interval}, DriftInterval: config.Duration{Duration: f.driftInterval},
+		Timeout: config.Duration{Duration: f.healthTimeout},
+	}
+	app.Defaults()
+	if err := app.Validate(); err != nil {
+		return nil, fmt.Errorf("app %s: %w", app.Name, err)
+	}
+	return []config.App{app}, nil
+}
+
+func newLogger(w io.Writer, format string, verbosity int) logr.Logger {
+	opts := &slog.HandlerOptions{Level: slog.Level(-verbosity)}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
+	if format == "json" {
+		h = slog.NewJSONHandler(w, opts)
+	}
+	return logr.FromSlogHandler(h)
+}
+
+var _ http.Handler = (*source.Receiver)(nil)

@@ -1,0 +1,221 @@
+// Package config reads refit's service configuration (apiVersion
+// refit.dev/v1alpha1, kind Config): the apps to keep in sync, where their
+// manifests come from, and where their commit statuses go. Parsing is
+// strict: an unknown field is an error with its line. It does not read
+// secrets or talk to a cluster.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+const (
+	APIVersion = "refit.dev/v1alpha1"
+	Kind       = "Config"
+)
+
+// Config is the whole file.
+type Config struct {
+	APIVersion string `yaml:"apiVersion"`
+	Kind       string `yaml:"kind"`
+	Apps       []App  `yaml:"apps"`
+}
+
+// App is one Git path kept in sync with the cluster.
+type App struct {
+	Name   string `yaml:"name"`
+	Source Source `yaml:"source"`
+	// Path to build, relative to the repository root.
+	Path string `yaml:"path"`
+	// Interval between polls of the Git remote (a cheap ref listing).
+	Interval Duration `yaml:"interval"`
+	// DriftInterval: how often the cluster is compared with Git when no
+	// new commit arrived, to put back what was changed by hand.
+	DriftInterval Duration `yaml:"driftInterval"`
+	// Namespace for namespaced objects that name none.
+	Namespace string `yaml:"namespace"`
+	Prune     *bool  `yaml:"prune"`
+	// Timeout bounds one reconciliation's health wait.
+	Timeout Duration `yaml:"timeout"`
+	// Policy is the default refit.dev/update-policy.
+	Policy  string   `yaml:"policy"`
+	Status  *Status  `yaml:"status"`
+	Webhook *Webhook `yaml:"webhook"`
+}
+
+// Source is a Git repository and ref.
+type Source struct {
+	URL string `yaml:"url"`
+	// Ref: a branch, tag:NAME, semver:RANGE or a commit SHA.
+	Ref string `yaml:"ref"`
+	// SecretRef names a Secret in refit's namespace with keys username,
+	// password, token, identity (SSH private key), known_hosts.
+	SecretRef *SecretRef `yaml:"secretRef"`
+	// Files, for running outside a cluster.
+	UsernameFile   string `yaml:"usernameFile"`
+	PasswordFile   string `yaml:"passwordFile"`
+	TokenFile      string `yaml:"tokenFile"`
+	SSHKeyFile     string `yaml:"sshKeyFile"`
+	KnownHostsFile string `yaml:"knownHostsFile"`
+}
+
+// SecretRef names a Secret (and a key, where one is meant).
+type SecretRef struct {
+	Name string `yaml:"name"`
+	Key  string `yaml:"key"`
+}
+
+// Status says where commit statuses go.
+type Status struct {
+	// Provider: github, gitlab, gitea or bitbucket.
+	Provider string `yaml:"provider"`
+	// APIURL for a self-hosted host (GitHub Enterprise, GitLab, Gitea).
+	APIURL         string     `yaml:"apiURL"`
+	Username       string     `yaml:"username"` // Bitbucket app passwords
+	TokenSecretRef *SecretRef `yaml:"tokenSecretRef"`
+	TokenFile      string     `yaml:"tokenFile"`
+}
+
+// Webhook lets a Git host trigger an immediate poll at /hook/<app name>.
+type Webhook struct {
+	// Provider: github, gitlab, gitea or generic.
+	Provider        string     `yaml:"provider"`
+	SecretSecretRef *SecretRef `yaml:"secretSecretRef"`
+	SecretFile      string     `yaml:"secretFile"`
+}
+
+// Duration is a time.Duration written as "1m30s".
+type Duration struct{ time.Duration }
+
+// UnmarshalYAML reads a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return fmt.Errorf("line %d: want a duration such as 1m: %w", n.Line, err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	d.Duration = v
+	return nil
+}
+
+// Load reads and checks the file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse reads a Config, rejecting unknown fields, fills defaults and
+// checks it.
+func Parse(data []byte) (*Config, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var cfg Config
+	if err := dec.Decode(&cfg); err != nil {
+		return nil, err
+	}
+	if cfg.APIVersion != APIVersion || cfg.Kind != Kind {
+		return nil, fmt.Errorf("want apiVersion %s and kind %s, got %q and %q", APIVersion, Kind, cfg.APIVersion, cfg.Kind)
+	}
+	if len(cfg.Apps) == 0 {
+		return nil, errors.New("no apps")
+	}
+	seen := map[string]bool{}
+	var errs []error
+	for i := range cfg.Apps {
+		a := &cfg.Apps[i]
+		a.Defaults()
+		if err := a.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("apps[%d] (%s): %w", i, a.Name, err))
+		}
+		if seen[a.Name] {
+			errs = append(errs, fmt.Errorf("apps[%d]: name %q used twice", i, a.Name))
+		}
+		seen[a.Name] = true
+	}
+	return &cfg, errors.Join(errs...)
+}
+
+// Defaults fills the fields left empty.
+func (a *App) Defaults() {
+	if a.Path == "" {
+		a.Path = "."
+	}
+	if a.Interval.Duration == 0 {
+		a.Interval.Duration = time.Minute
+	}
+	if a.DriftInterval.Duration == 0 {
+		a.DriftInterval.Duration = 10 * a.Interval.Duration
+	}
+	if a.Namespace == "" {
+		a.Namespace = "default"
+	}
+	if a.Prune == nil {
+		t := true
+		a.Prune = &t
+	}
+	if a.Timeout.Duration == 0 {
+		a.Timeout.Duration = 5 * time.Minute
+	}
+	if a.Policy == "" {
+		a.Policy = "InPlaceIfPossible"
+	}
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$`)
+
+// Validate checks an app whose defaults are filled.
+func (a *App) Validate() error {
+	var errs []error
+	if !nameRE.MatchString(a.Name) {
+		errs = append(errs, fmt.Errorf("name %q: lower-case letters, digits and dashes, at most 52", a.Name))
+	}
+	if a.Source.URL == "" {
+		errs = append(errs, errors.New("source.url is required"))
+	}
+	if a.Interval.Duration < time.Second {
+		errs = append(errs, fmt.Errorf("interval %s: at least 1s", a.Interval.Duration))
+	}
+	switch a.Policy {
+	case "InPlaceIfPossible", "InPlaceOnly", "Recreate":
+	default:
+		errs = append(errs, fmt.Errorf("policy %q: want InPlaceIfPossible, InPlaceOnly or Recreate", a.Policy))
+	}
+	if s := a.Status; s != nil {
+		switch s.Provider {
+		case "github", "gitlab", "gitea", "bitbucket":
+		default:
+			errs = append(errs, fmt.Errorf("status.provider %q: want github, gitlab, gitea or bitbucket", s.Provider))
+		}
+		if s.TokenSecretRef == nil && s.TokenFile == "" {
+			errs = append(errs, errors.New("status: set tokenSecretRef or tokenFile"))
+		}
+	}
+	if w := a.Webhook; w != nil {
+		switch w.Provider {
+		case "github", "gitlab", "gitea", "generic":
+		default:
+			errs = append(errs, fmt.Errorf("webhook.provider %q: want github, gitlab, gitea or generic", w.Provider))
+		}
+		if w.SecretSecretRef == nil && w.SecretFile == "" {
+			errs = append(errs, errors.New("webhook: set secretSecretRef or secretFile"))
+		}
+	}
+	return errors.Join(errs...)
+}

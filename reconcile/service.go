@@ -1,0 +1,148 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+)
+
+// ServiceOptions configure Serve.
+type ServiceOptions struct {
+	// Listen is the HTTP address for webhooks (Hooks), /metrics, /healthz
+	// and /readyz; empty serves nothing.
+	Listen  string
+	Hooks   http.Handler // mounted at /hook/
+	Metrics http.Handler // mounted at /metrics
+	// LeaderElection: only the holder of a Lease acts. A new leader simply
+	// starts its loops: an interrupted in-place rollout is on the objects
+	// and continues.
+	LeaderElection bool
+	LeaseNamespace string
+	LeaseName      string
+	Identity       string
+	Client         kubernetes.Interface // for the Lease
+}
+
+// Serve runs the apps until ctx ends (or, with leader election, until
+// leadership is lost: the process should then exit and restart, as
+// controllers do, so no two loops ever act at once).
+func (r *Reconciler) Serve(ctx context.Context, apps []App, opts ServiceOptions) error {
+	log := logr.FromContextOrDiscard(ctx)
+	var ready atomic.Bool
+	srvErr := make(chan error, 1)
+	if opts.Listen != "" {
+		srv, addr, err := serveHTTP(opts, &ready, srvErr)
+		if err != nil {
+			return err
+		}
+		log.Info("serving", "address", addr)
+		defer func() {
+			shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(shutdown)
+		}()
+	}
+	runApps := func(ctx context.Context) {
+		ready.Store(true)
+		var wg sync.WaitGroup
+		for _, app := range apps {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r.RunApp(ctx, app)
+			}()
+		}
+		wg.Wait()
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if !opts.LeaderElection {
+			runApps(ctx)
+			return
+		}
+		r.lead(ctx, opts, runApps)
+	}()
+	select {
+	case <-done:
+		if opts.LeaderElection && ctx.Err() == nil {
+			return errors.New("leadership lost")
+		}
+		return nil
+	case err := <-srvErr:
+		return err
+	}
+}
+
+func (r *Reconciler) lead(ctx context.Context, opts ServiceOptions, run func(context.Context)) {
+	log := logr.FromContextOrDiscard(ctx)
+	lock := &resourcelock.LeaseLock{
+		LeaseMeta:  metav1ObjectMeta(opts.LeaseNamespace, opts.LeaseName),
+		Client:     opts.Client.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: opts.Identity},
+	}
+	leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
+		Lock:            lock,
+		ReleaseOnCancel: true,
+		LeaseDuration:   15 * time.Second,
+		RenewDeadline:   10 * time.Second,
+		RetryPeriod:     2 * time.Second,
+		Name:            opts.LeaseName,
+		Callbacks: leaderelection.LeaderCallbacks{
+			OnStartedLeading: func(ctx context.Context) {
+				log.Info("leading", "identity", opts.Identity)
+				run(ctx)
+			},
+			OnStoppedLeading: func() { log.Info("no longer leading", "identity", opts.Identity) },
+			OnNewLeader: func(id string) {
+				if id != opts.Identity {
+					log.Info("following", "leader", id)
+				}
+			},
+		},
+	})
+}
+
+func serveHTTP(opts ServiceOptions, ready *atomic.Bool, errs chan<- error) (*http.Server, string, error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "not leading (or not started) yet", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	if opts.Metrics != nil {
+		mux.Handle("/metrics", opts.Metrics)
+	}
+	if opts.Hooks != nil {
+		mux.Handle("/hook/", opts.Hooks)
+	}
+	l, err := net.Listen("tcp", opts.Listen)
+	if err != nil {
+		return nil, "", fmt.Errorf("listen on %s: %w", opts.Listen, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs <- err
+		}
+	}()
+	return srv, l.Addr().String(), nil
+}
+
+func metav1ObjectMeta(namespace, name string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Namespace: namespace, Name: name}
+}
