@@ -100,7 +100,7 @@ func (r *Reconciler) pass(ctx context.Context, app App, st *appState) time.Durat
 	drift := !newCommit && time.Since(st.lastSync) >= app.DriftInterval && rev.Commit != st.failed
 	if !newCommit && !drift {
 		st.failures = 0
-		return app.Interval
+		return st.nextWait(app)
 	}
 	start := time.Now()
 	outcome, err := r.sync(ctx, app, rev, newCommit, st)
@@ -112,7 +112,13 @@ func (r *Reconciler) pass(ctx context.Context, app App, st *appState) time.Durat
 		return st.backoff(app.Interval)
 	}
 	st.failures = 0
-	return app.Interval
+	return st.nextWait(app)
+}
+
+// nextWait is the poll interval, or less when drift correction is due
+// sooner.
+func (st *appState) nextWait(app App) time.Duration {
+	return max(min(app.Interval, time.Until(st.lastSync.Add(app.DriftInterval))), 0)
 }
 
 // sync renders, plans and applies one revision, and reports its state.

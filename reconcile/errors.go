@@ -1,7 +1,12 @@
 package reconcile
 
 import (
+	"context"
 	"errors"
+	"net"
+	"net/url"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/refit-gitops/refit/apply"
 	"github.com/refit-gitops/refit/diff"
@@ -15,10 +20,49 @@ type BadCommitError struct{ Err error }
 func (e *BadCommitError) Error() string { return e.Err.Error() }
 func (e *BadCommitError) Unwrap() error { return e.Err }
 
-// IsBadCommit reports whether err is the commit's fault (see BadCommitError).
+// IsBadCommit reports whether err is the commit's fault (see
+// BadCommitError) rather than a transient failure of the network, the API
+// server or refit itself, which is retried.
 func IsBadCommit(err error) bool {
+	if isTransient(err) {
+		return false
+	}
 	var bad *BadCommitError
 	var obj *diff.ObjectError
 	var val *apply.ValidationError
 	return errors.As(err, &bad) || errors.As(err, &obj) || errors.As(err, &val)
+}
+
+// isTransient finds, anywhere in err's tree, a cause that retrying can cure.
+func isTransient(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var urlErr *url.Error
+	var netErr net.Error
+	if errors.As(err, &urlErr) || errors.As(err, &netErr) {
+		return true
+	}
+	transient := false
+	walk(err, func(e error) {
+		transient = transient || apierrors.IsServerTimeout(e) || apierrors.IsTimeout(e) || apierrors.IsServiceUnavailable(e) ||
+			apierrors.IsTooManyRequests(e) || apierrors.IsInternalError(e)
+	})
+	return transient
+}
+
+// walk calls fn on err and every error it wraps, through joins.
+func walk(err error, fn func(error)) {
+	if err == nil {
+		return
+	}
+	fn(err)
+	switch u := err.(type) {
+	case interface{ Unwrap() []error }:
+		for _, e := range u.Unwrap() {
+			walk(e, fn)
+		}
+	case interface{ Unwrap() error }:
+		walk(u.Unwrap(), fn)
+	}
 }

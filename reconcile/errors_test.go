@@ -1,0 +1,38 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"testing"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/refit-gitops/refit/diff"
+)
+
+func TestIsBadCommit(t *testing.T) {
+	ref := diff.Ref{Version: "v1", Kind: "ConfigMap", Namespace: "a", Name: "b"}
+	invalid := apierrors.NewInvalid(schema.GroupKind{Kind: "ConfigMap"}, "b", nil)
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"render error", &BadCommitError{Err: errors.New("app.yaml: line 3: bad indentation")}, true},
+		{"object refused", &diff.ObjectError{Ref: ref, Err: invalid}, true},
+		{"joined refusals", errors.Join(&diff.ObjectError{Ref: ref, Err: invalid}, &diff.ObjectError{Ref: ref, Err: invalid}), true},
+		{"dry-run cut short", &diff.ObjectError{Ref: ref, Err: fmt.Errorf("server-side dry-run: %w", context.Canceled)}, false},
+		{"network", &diff.ObjectError{Ref: ref, Err: &url.Error{Op: "Patch", URL: "https://x", Err: errors.New("connection refused")}}, false},
+		{"server busy", &diff.ObjectError{Ref: ref, Err: apierrors.NewTooManyRequests("busy", 1)}, false},
+		{"plain error", errors.New("list namespaces: boom"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := IsBadCommit(tc.err); got != tc.want {
+				t.Errorf("IsBadCommit(%v) = %v, want %v", tc.err, got, tc.want)
+			}
+		})
+	}
+}
