@@ -49,6 +49,8 @@ func TestApplyVersusKubectl(t *testing.T) {
 	opts.Name = cluster.EphemeralName("bench-apply")
 	opts.Ephemeral = true
 	opts.Log = os.Stderr
+	// Room for both namespaces' Pods.
+	opts.PodsPerNode = 2*deployments/opts.Nodes + 20
 	bed, err := cluster.Start(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
