@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
@@ -295,5 +296,135 @@ func sendGiteaHook(t *testing.T, addr, app, secret, repoURL string) {
 	if resp.StatusCode/100 != 2 {
 		b, _ := io.ReadAll(resp.Body)
 		t.Fatalf("webhook: %s: %s", resp.Status, b)
+	}
+}
+
+// tcpProxy forwards a loopback port to a target; Close and Reopen simulate a
+// Git host that goes away and comes back on the same address.
+type tcpProxy struct {
+	addr, target string
+	mu           sync.Mutex
+	l            net.Listener
+	conns        []net.Conn
+}
+
+func newProxy(t *testing.T, target string) *tcpProxy {
+	t.Helper()
+	p := &tcpProxy{addr: freeAddr(t), target: target}
+	p.Reopen(t)
+	t.Cleanup(p.Close)
+	return p
+}
+
+func (p *tcpProxy) Reopen(t *testing.T) {
+	t.Helper()
+	l, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	p.l = l
+	p.mu.Unlock()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", p.target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, up)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(up, c); up.Close() }()
+			go func() { _, _ = io.Copy(c, up); c.Close() }()
+		}
+	}()
+}
+
+func (p *tcpProxy) Close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.l != nil {
+		p.l.Close()
+		p.l = nil
+	}
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// A Git host that goes away: polls fail and back off, nothing changes in
+// the cluster; when it comes back, the next commit is applied.
+func TestRunSurvivesAGitHostOutage(t *testing.T) {
+	ns := namespace(t)
+	srv := gitserver.New(t, gitserver.DefaultOptions())
+	repo := srv.NewRepo(t, "outage")
+	repo.Commit(appFiles(ns, "shop:1.0", 2), "1.0")
+	u := strings.TrimPrefix(repo.HTTPURL(), "http://")
+	host := u[:strings.Index(u, "/")]
+	proxy := newProxy(t, host)
+	url := "http://" + proxy.addr + u[strings.Index(u, "/"):]
+
+	svc := startService(t, []string{"REFIT_GIT_PASSWORD=" + srv.Password()}, "--repo", url, "--username", srv.Username(),
+		"--path", "deploy", "--interval", "1s", "--app", "outage", "-n", ns, "--grace", "0s")
+	waitFor(t, time.Minute, "2 pods on shop:1.0", func(ctx context.Context) bool { return allPodsOn(ctx, ns, "shop:1.0", 2) })
+
+	proxy.Close()
+	waitFor(t, 30*time.Second, "failed polls in the metrics", func(context.Context) bool {
+		return strings.Contains(svc.metrics(t), `refit_reconciles_total{app="outage",result="poll-error"}`)
+	})
+	repo.Commit(appFiles(ns, "shop:1.1", 2), "1.1 while the host is away")
+	time.Sleep(2 * time.Second)
+	if !allPodsOn(context.Background(), ns, "shop:1.0", 2) {
+		t.Fatal("pods changed while the Git host was away")
+	}
+	proxy.Reopen(t)
+	waitFor(t, time.Minute, "2 pods on shop:1.1 once the host is back", func(ctx context.Context) bool { return allPodsOn(ctx, ns, "shop:1.1", 2) })
+	if svc.cmd.ProcessState != nil {
+		t.Fatalf("refit run exited: %s", svc.out.String())
+	}
+}
+
+// Two refit processes with leader election: only the leader acts; killed
+// mid-rollout, the other takes over and finishes the rollout in place.
+func TestRunLeaderElectionHandsOverMidRollout(t *testing.T) {
+	ns := namespace(t)
+	if _, err := bed.Client.CoreV1().Namespaces().Get(context.Background(), "refit-system", metav1.GetOptions{}); err != nil {
+		_, _ = bed.Client.CoreV1().Namespaces().Create(context.Background(),
+			&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "refit-system"}}, metav1.CreateOptions{})
+	}
+	srv := gitserver.New(t, gitserver.DefaultOptions())
+	repo := srv.NewRepo(t, "ha")
+	repo.Commit(appFiles(ns, "shop:1.0", 12), "1.0")
+	args := func(id string) []string {
+		return []string{"--repo", repo.HTTPURL(), "--username", srv.Username(), "--path", "deploy", "--interval", "1s",
+			"--app", "ha", "-n", ns, "--grace", "0s", "--leader-elect", "--identity", id, "--leader-election-namespace", "refit-system"}
+	}
+	env := []string{"REFIT_GIT_PASSWORD=" + srv.Password()}
+	a := startService(t, env, args("refit-a")...)
+	waitFor(t, time.Minute, "12 pods on shop:1.0", func(ctx context.Context) bool { return allPodsOn(ctx, ns, "shop:1.0", 12) })
+	b := startService(t, env, args("refit-b")...)
+	time.Sleep(2 * time.Second)
+	if strings.Contains(b.out.String(), `msg=leading`) {
+		t.Fatalf("both processes lead:\n%s", b.out.String())
+	}
+
+	fw := watchFleet(t, ns)
+	repo.Commit(appFiles(ns, "shop:1.1", 12), "1.1")
+	waitFor(t, 30*time.Second, "the first batch patched", func(ctx context.Context) bool { return podsPatched(ctx, ns) >= 2 })
+	a.stop(syscall.SIGKILL)
+	// The Lease of a killed leader expires (15 s) before b takes over.
+	waitFor(t, 90*time.Second, "12 pods on shop:1.1 finished by the new leader", func(ctx context.Context) bool { return allPodsOn(ctx, ns, "shop:1.1", 12) })
+	if !strings.Contains(b.out.String(), "msg=leading") {
+		t.Errorf("refit-b never led:\n%s", b.out.String())
+	}
+	maxUnavailable, nUIDs, deleted, _ := fw.summary()
+	if maxUnavailable > 2 || nUIDs != 12 || len(deleted) > 0 {
+		t.Errorf("handover: most unavailable %d (bound 2), %d UIDs, deleted %v", maxUnavailable, nUIDs, deleted)
 	}
 }
