@@ -10,6 +10,7 @@ import (
 	"github.com/fluxcd/cli-utils/pkg/kstatus/polling"
 	"github.com/fluxcd/pkg/ssa"
 	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -129,6 +130,9 @@ func New(cfg *rest.Config, opts ...Option) (*Applier, error) {
 	case cfg.QPS == 0 && cfg.RateLimiter == nil:
 		cfg.QPS, cfg.Burst = defaultQPS, defaultBurst
 	}
+	if cfg.WarningHandler == nil && cfg.WarningHandlerWithContext == nil {
+		cfg.WarningHandlerWithContext = contextWarnings{}
+	}
 	httpClient, err := rest.HTTPClientFor(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: %w", cfg.Host, err)
@@ -139,7 +143,9 @@ func New(cfg *rest.Config, opts ...Option) (*Applier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: %w", cfg.Host, err)
 	}
-	c, err := client.New(cfg, client.Options{HTTPClient: httpClient, Mapper: mapper})
+	// A logger of our own: controller-runtime's global one complains on
+	// stderr, with a stack trace, when a program never sets it.
+	c, err := client.New(cfg, client.Options{HTTPClient: httpClient, Mapper: mapper, Log: funcr.New(func(string, string) {}, funcr.Options{})})
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: %w", cfg.Host, err)
 	}
@@ -150,6 +156,16 @@ func New(cfg *rest.Config, opts ...Option) (*Applier, error) {
 		poller:             poller,
 		inventoryNamespace: s.inventoryNamespace,
 	}, nil
+}
+
+// contextWarnings hands the API server's warnings (a deprecated API
+// version, an unknown field) to the logger of the request's context.
+type contextWarnings struct{}
+
+func (contextWarnings) HandleWarningHeaderWithContext(ctx context.Context, code int, _, text string) {
+	if code == 299 && text != "" {
+		logr.FromContextOrDiscard(ctx).Info("warning from the API server", "warning", text)
+	}
 }
 
 // run is the state of one Apply.
