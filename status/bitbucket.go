@@ -81,3 +81,5 @@ func (b bitbucket) authorize(h http.Header) {
 }
 
 func (bitbucket) alreadySet(int, string) bool { return false }
+
+func (bitbucket) permanent(int, string) bool { return false }

@@ -49,3 +49,9 @@ func (g gitea) request(st Status) (string, any) {
 func (g gitea) authorize(h http.Header) { h.Set("Authorization", "token "+g.token) }
 
 func (gitea) alreadySet(int, string) bool { return false }
+
+// permanent: Gitea (v1.26) answers a status on a commit it does not have
+// with 500 "object does not exist"; retrying cannot help.
+func (gitea) permanent(code int, body string) bool {
+	return code == http.StatusInternalServerError && strings.Contains(body, "object does not exist")
+}

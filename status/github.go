@@ -54,3 +54,5 @@ func (g github) authorize(h http.Header) {
 }
 
 func (github) alreadySet(int, string) bool { return false }
+
+func (github) permanent(int, string) bool { return false }

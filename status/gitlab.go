@@ -59,3 +59,5 @@ func (g gitlab) authorize(h http.Header) { h.Set("PRIVATE-TOKEN", g.token) }
 func (gitlab) alreadySet(code int, body string) bool {
 	return code == http.StatusBadRequest && strings.Contains(body, "Cannot transition status")
 }
+
+func (gitlab) permanent(int, string) bool { return false }

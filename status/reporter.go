@@ -62,6 +62,8 @@ type endpoint interface {
 	authorize(h http.Header)
 	// alreadySet reports whether a refusal means the status is in place.
 	alreadySet(code int, body string) bool
+	// permanent reports whether a server error will not go away by itself.
+	permanent(code int, body string) bool
 }
 
 var (
@@ -175,7 +177,7 @@ func (r *Reporter) Report(ctx context.Context, st Status) error {
 		Commit:     st.Commit,
 		StatusCode: resp.StatusCode,
 		Body:       excerpt,
-		Transient:  transient(resp),
+		Transient:  transient(resp) && !r.api.permanent(resp.StatusCode, string(head)),
 	}
 }
 

@@ -320,6 +320,15 @@ func TestReportErrors(t *testing.T) {
 			wantTransient: true, wantText: []string{"bitbucket refit/app@0123456789ab", "HTTP 502 Bad Gateway", "…"},
 		},
 		{
+			name: "gitea unknown commit is a 500 that retrying cannot fix", provider: status.Gitea, code: http.StatusInternalServerError,
+			body:     `{"message":"GetCommit[0000]: object does not exist [id: 0000, rel_path: ]"}`,
+			wantText: []string{"HTTP 500 Internal Server Error", "object does not exist"},
+		},
+		{
+			name: "gitea other 500 is transient", provider: status.Gitea, code: http.StatusInternalServerError,
+			body: `{"message":"database is locked"}`, wantTransient: true, wantText: []string{"database is locked"},
+		},
+		{
 			name: "gitlab same state twice is fine", provider: status.GitLab, code: http.StatusBadRequest,
 			body: `{"message":"Cannot transition status via :enqueue from :pending (Reasons(s): Status cannot transition via \"enqueue\")"}`, wantNil: true,
 		},
