@@ -73,7 +73,7 @@ func TestDeploy(t *testing.T) {
 	waitAggregated(t)
 	waitRefitAvailable(t, time.Minute)
 
-	t.Run("reapply is a no-op that keeps the aggregated rules", func(t *testing.T) {
+	t.Run("reapply-keeps-aggregated-rules", func(t *testing.T) {
 		if out, err := kubectl([]byte(manifests), "apply", "--server-side", "-f", "-"); err != nil {
 			t.Fatalf("second apply: %v\n%s", err, out)
 		}
@@ -86,9 +86,9 @@ func TestDeploy(t *testing.T) {
 		}
 	})
 	t.Run("permissions", testDeployPermissions)
-	t.Run("aggregated ClusterRole extends refit", testDeployAggregation)
-	t.Run("refit CLI as the ServiceAccount", testDeployCLIAsServiceAccount)
-	t.Run("static build for distroless", testDeployStaticBuild)
+	t.Run("aggregated-clusterrole-extends-refit", testDeployAggregation)
+	t.Run("refit-cli-as-serviceaccount", testDeployCLIAsServiceAccount)
+	t.Run("static-build-for-distroless", testDeployStaticBuild)
 }
 
 // uninstallRefit removes what deploy/ installed, except the refit-system
@@ -223,6 +223,11 @@ func canI(a access) (bool, error) {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
+	// For a resource the server does not serve, kubectl asks about a
+	// resource of that literal name in the core group: a vacuous "no".
+	if strings.Contains(stderr.String(), "doesn't have a resource type") {
+		return false, fmt.Errorf("kubectl %s: %s", strings.Join(args, " "), stderr.String())
+	}
 	switch answer := strings.TrimSpace(stdout.String()); {
 	case answer == "yes" && err == nil:
 		return true, nil
@@ -379,17 +384,19 @@ func waitCanI(t *testing.T, a access, timeout time.Duration) {
 }
 
 // testDeployAggregation checks the documented way to let refit manage more
-// kinds: a ClusterRole with the label refit.dev/aggregate-to-refit.
+// kinds: a ClusterRole with the label refit.dev/aggregate-to-refit. (The
+// kind must be one the server serves: kubectl auth can-i cannot ask about
+// others.)
 func testDeployAggregation(t *testing.T) {
 	ns := namespace(t)
-	name := "refit-e2e-widgets-" + rand.String(5)
+	name := "refit-e2e-quotas-" + rand.String(5)
 	role := &rbacv1.ClusterRole{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"refit.dev/aggregate-to-refit": "true"}},
-		Rules: []rbacv1.PolicyRule{{APIGroups: []string{"example.com"}, Resources: []string{"widgets"},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"resourcequotas", "limitranges"},
 			Verbs: []string{"get", "list", "watch", "create", "update", "patch", "delete"}}},
 	}
-	widgets := access{name: "create widgets", verb: "create", resource: "widgets.example.com", namespace: ns}
-	if got, err := canI(widgets); err != nil || got {
+	quotas := access{name: "create resourcequotas", verb: "create", resource: "resourcequotas", namespace: ns}
+	if got, err := canI(quotas); err != nil || got {
 		t.Fatalf("before the extension: allowed=%v, %v; want false", got, err)
 	}
 	if _, err := bed.Client.RbacV1().ClusterRoles().Create(context.Background(), role, metav1.CreateOptions{}); err != nil {
@@ -398,14 +405,14 @@ func testDeployAggregation(t *testing.T) {
 	t.Cleanup(func() {
 		_ = bed.Client.RbacV1().ClusterRoles().Delete(context.Background(), name, metav1.DeleteOptions{})
 	})
-	widgets.want = true
-	waitCanI(t, widgets, 30*time.Second)
+	quotas.want = true
+	waitCanI(t, quotas, 30*time.Second)
 
 	if err := bed.Client.RbacV1().ClusterRoles().Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	widgets.want = false
-	waitCanI(t, widgets, 30*time.Second)
+	quotas.want = false
+	waitCanI(t, quotas, 30*time.Second)
 }
 
 // saKubeconfig writes a kubeconfig for the bed that impersonates refit's
@@ -439,12 +446,6 @@ kind: Role
 metadata: {name: web}
 rules:
 - {apiGroups: [""], resources: [configmaps], verbs: [get, list, watch]}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: web}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: web}
-subjects: [{kind: ServiceAccount, name: web}]
 ---
 apiVersion: apps/v1
 kind: Deployment
@@ -496,6 +497,19 @@ spec:
     metadata: {labels: {app: agent}}
     spec:
       containers: [{name: agent, image: "agent:1.0"}]
+`
+
+// deployRoleBinding binds the app's Role. It comes one commit after the
+// Role: without "bind", the API server lets refit create a RoleBinding only
+// if it holds the Role's permissions, which it looks up, and refit's
+// up-front dry-run of the RoleBinding runs before the Role exists (the
+// planner does not defer it as it defers objects of a new Namespace or CRD).
+const deployRoleBinding = `---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: web}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: web}
+subjects: [{kind: ServiceAccount, name: web}]
 `
 
 const deploySettings = `---
@@ -582,8 +596,11 @@ func testDeployCLIAsServiceAccount(t *testing.T) {
 		t.Fatalf("first apply as %s: exit %d, want 0\n%s", refitSA, code, out)
 	}
 	before := readyPods(t, ns)
+	if out, code := apply("role binding", deployApp+deployRoleBinding+deploySettings); code != 0 {
+		t.Fatalf("a RoleBinding of a Role refit holds, as %s: exit %d, want 0\n%s", refitSA, code, out)
+	}
 
-	bumped := strings.NewReplacer(`"web:1.0"`, `"web:1.1"`, `"db:1.0"`, `"db:1.1"`, `"agent:1.0"`, `"agent:1.1"`).Replace(deployApp)
+	bumped := strings.NewReplacer(`"web:1.0"`, `"web:1.1"`, `"db:1.0"`, `"db:1.1"`, `"agent:1.0"`, `"agent:1.1"`).Replace(deployApp) + deployRoleBinding
 	if out, code := apply("image bump", bumped+deploySettings, "--wait"); code != 0 || !strings.Contains(out, "in place: 3 workloads") {
 		t.Fatalf("image bump as %s: exit %d, want 0 and 3 workloads updated in place\n%s", refitSA, code, out)
 	}
