@@ -38,6 +38,9 @@ func giteaServer(t *testing.T) *gitea.Server {
 	}
 	t.Logf("gitea %s at %s, started in %s", gitea.Version, srv.URL, time.Since(start).Round(time.Millisecond))
 	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("gitea log (end):\n%s", srv.LogTail())
+		}
 		if err := srv.Close(); err != nil {
 			t.Errorf("close gitea: %v", err)
 		}

@@ -214,9 +214,9 @@ func (s *Server) waitReady(ctx context.Context) error {
 		}
 		select {
 		case <-s.exited:
-			return fmt.Errorf("gitea exited before it served %s; log %s:\n%s", s.URL, s.logPath, s.logTail())
+			return fmt.Errorf("gitea exited before it served %s; log %s:\n%s", s.URL, s.logPath, s.LogTail())
 		case <-ctx.Done():
-			return fmt.Errorf("gitea: not serving %s: %w; log %s:\n%s", s.URL, ctx.Err(), s.logPath, s.logTail())
+			return fmt.Errorf("gitea: not serving %s: %w; log %s:\n%s", s.URL, ctx.Err(), s.logPath, s.LogTail())
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -230,8 +230,8 @@ func (s *Server) createAdmin(ctx context.Context) error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out, err := runContext(ctx, cmd)
 	if err != nil {
-		// The output holds the password: keep only the error lines.
-		return fmt.Errorf("gitea: admin user create: %w\n%s", err, strings.ReplaceAll(string(out), s.password, "[redacted]"))
+		// The command line and so possibly the output hold the password.
+		return fmt.Errorf("gitea: admin user create: %w\n%s", err, lastLines(strings.ReplaceAll(string(out), s.password, "[redacted]"), 20))
 	}
 	const marker = "Access token was successfully created... "
 	sc := bufio.NewScanner(strings.NewReader(string(out)))
@@ -287,7 +287,7 @@ func (s *Server) RepoURL(name string) string {
 }
 
 // LogTail is the end of Gitea's log, for failure messages.
-func (s *Server) logTail() string {
+func (s *Server) LogTail() string {
 	data, _ := os.ReadFile(s.logPath)
 	return lastLines(string(data), 20)
 }
