@@ -126,6 +126,9 @@ func New(opts Options) (*Reporter, error) {
 	return &Reporter{provider: opts.Provider, repo: repo.path, api: ep, client: client, token: opts.Token}, nil
 }
 
+// String names the provider and repository ("gitea acme/app"), for logs.
+func (r *Reporter) String() string { return string(r.provider) + " " + r.repo }
+
 func knownProviders() string {
 	var names []string
 	for p := range constructors() {
