@@ -85,10 +85,26 @@ func TestDeploy(t *testing.T) {
 			t.Fatalf("ClusterRole refit lost rules on re-apply: %v", missing)
 		}
 	})
+	t.Run("namespace-enforces-restricted", testDeployRestricted)
 	t.Run("permissions", testDeployPermissions)
 	t.Run("aggregated-clusterrole-extends-refit", testDeployAggregation)
 	t.Run("refit-cli-as-serviceaccount", testDeployCLIAsServiceAccount)
 	t.Run("static-build-for-distroless", testDeployStaticBuild)
+}
+
+// testDeployRestricted shows that Pod Security admission enforces
+// "restricted" in refit-system, so refit's Pod, which runs there, meets it.
+func testDeployRestricted(t *testing.T) {
+	privileged := true
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "privileged", Namespace: refitNamespace},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox",
+			SecurityContext: &corev1.SecurityContext{Privileged: &privileged}}}},
+	}
+	_, err := bed.Client.CoreV1().Pods(refitNamespace).Create(context.Background(), pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "violates PodSecurity") {
+		t.Fatalf("a privileged Pod in %s: %v; want it refused by Pod Security admission", refitNamespace, err)
+	}
 }
 
 // uninstallRefit removes what deploy/ installed, except the refit-system
