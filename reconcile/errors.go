@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/url"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
@@ -46,9 +47,15 @@ func isTransient(err error) bool {
 	transient := false
 	walk(err, func(e error) {
 		transient = transient || apierrors.IsServerTimeout(e) || apierrors.IsTimeout(e) || apierrors.IsServiceUnavailable(e) ||
-			apierrors.IsTooManyRequests(e) || apierrors.IsInternalError(e)
+			apierrors.IsTooManyRequests(e) || apierrors.IsInternalError(e) && !isTypingError(e)
 	})
 	return transient
+}
+
+// isTypingError: server-side apply answers 500 when an object does not fit
+// its schema (a string where a number belongs): the commit's fault.
+func isTypingError(err error) bool {
+	return strings.Contains(err.Error(), "failed to create typed patch object")
 }
 
 // walk calls fn on err and every error it wraps, through joins.

@@ -28,6 +28,8 @@ func TestIsBadCommit(t *testing.T) {
 		{"network", &diff.ObjectError{Ref: ref, Err: &url.Error{Op: "Patch", URL: "https://x", Err: errors.New("connection refused")}}, false},
 		{"server busy", &diff.ObjectError{Ref: ref, Err: apierrors.NewTooManyRequests("busy", 1)}, false},
 		{"plain error", errors.New("list namespaces: boom"), false},
+		{"schema typing (a 500)", &diff.ObjectError{Ref: ref, Err: apierrors.NewInternalError(errors.New("failed to create typed patch object (a/b): .spec.replicas: expected numeric"))}, true},
+		{"etcd timeout (a 500)", &diff.ObjectError{Ref: ref, Err: apierrors.NewInternalError(errors.New("etcdserver: request timed out"))}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := IsBadCommit(tc.err); got != tc.want {
