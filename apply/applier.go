@@ -168,11 +168,22 @@ func (contextWarnings) HandleWarningHeaderWithContext(ctx context.Context, code 
 	}
 }
 
+// Log keys.
+const (
+	keyApp     = "app"
+	keyObject  = "object"
+	keyAction  = "action"
+	keySummary = "summary"
+)
+
 // run is the state of one Apply.
 type run struct {
 	a        *Applier
 	opts     Options
+	log      logr.Logger
 	progress progress
+	// ttlJobs are Jobs that delete themselves when done: gone is healthy.
+	ttlJobs map[diff.Ref]bool
 
 	mu      sync.Mutex
 	result  Result
@@ -187,6 +198,7 @@ func (r *run) record(o ObjectResult) {
 		r.written = append(r.written, o.Ref)
 	}
 	r.mu.Unlock()
+	r.log.V(1).Info("object", keyObject, o.Ref.String(), keyAction, string(o.Action))
 	if o.Action != Unchanged { // a thousand "unchanged" lines would hide what happened
 		r.progress.emit(Event{Ref: o.Ref, Action: o.Action, Message: o.Reason})
 	}
@@ -211,8 +223,8 @@ func (a *Applier) Apply(ctx context.Context, plan *diff.Plan, opts Options) (*Re
 	if err := opts.check(); err != nil {
 		return nil, err
 	}
-	log := logr.FromContextOrDiscard(ctx).WithValues("app", opts.App)
-	r := &run{a: a, opts: opts, progress: progress{fn: opts.Progress}}
+	log := logr.FromContextOrDiscard(ctx).WithValues(keyApp, opts.App)
+	r := &run{a: a, opts: opts, log: log, progress: progress{fn: opts.Progress}, ttlJobs: jobsWithTTL(plan)}
 	w := sortPlan(plan, opts)
 
 	owned, err := a.Inventory(ctx, opts.App)
@@ -225,7 +237,7 @@ func (a *Applier) Apply(ctx context.Context, plan *diff.Plan, opts Options) (*Re
 	if err := r.writeStage(ctx, w.stages[stageDefinitions]); err != nil {
 		return &r.result, r.saveAfterFailure(ctx, owned, err)
 	}
-	if err := r.waitDefinitions(ctx, w.stages[stageDefinitions]); err != nil {
+	if err := r.waitDefinitions(ctx, w); err != nil {
 		return &r.result, r.saveAfterFailure(ctx, owned, err)
 	}
 	if err := r.validate(ctx, w.deferredValidation()); err != nil {
@@ -244,7 +256,7 @@ func (a *Applier) Apply(ctx context.Context, plan *diff.Plan, opts Options) (*Re
 	if err := r.saveInventory(ctx, owned, nextInventory(w.desired, kept)); err != nil {
 		return &r.result, err
 	}
-	log.Info("applied", "summary", r.result.Summary())
+	log.Info("applied", keySummary, r.result.Summary())
 	if !opts.Wait {
 		return &r.result, nil
 	}

@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/refit-gitops/refit/diff"
@@ -95,7 +96,7 @@ func (r *run) waitHealthy(ctx context.Context) error {
 				pollErr = e.Error
 				cancel()
 			case event.ResourceUpdateEvent:
-				rs := e.Resource
+				rs := r.effective(byID[e.Resource.Identifier], e.Resource)
 				if prev := statuses[rs.Identifier]; prev == nil || prev.Status != rs.Status || prev.Message != rs.Message {
 					r.progress.emit(Event{Ref: byID[rs.Identifier], Status: rs.Status.String(), Message: rs.Message})
 				}
@@ -143,6 +144,31 @@ func (r *run) waitHealthy(ctx context.Context) error {
 	}
 	r.result.Health = Healthy
 	return nil
+}
+
+// effective treats a finished Job that deleted itself
+// (ttlSecondsAfterFinished) as healthy, as Flux does.
+func (r *run) effective(ref diff.Ref, rs *event.ResourceStatus) *event.ResourceStatus {
+	if rs.Status != status.NotFoundStatus || !r.ttlJobs[ref] {
+		return rs
+	}
+	done := *rs
+	done.Status, done.Message = status.CurrentStatus, "Job finished and deleted after its TTL"
+	return &done
+}
+
+// jobsWithTTL are the Jobs of the plan that delete themselves once done.
+func jobsWithTTL(plan *diff.Plan) map[diff.Ref]bool {
+	out := map[diff.Ref]bool{}
+	for _, c := range plan.Changes {
+		if c.Desired == nil || c.Ref.GroupKind() != (schema.GroupKind{Group: "batch", Kind: "Job"}) {
+			continue
+		}
+		if _, ok, _ := unstructured.NestedFieldNoCopy(c.Desired.Object, "spec", "ttlSecondsAfterFinished"); ok {
+			out[c.Ref] = true
+		}
+	}
+	return out
 }
 
 // podProblems says why a workload's Pods are not ready, when kstatus only

@@ -167,3 +167,29 @@ func TestWaves(t *testing.T) {
 		t.Errorf("waves (-want +got):\n%s", d)
 	}
 }
+
+func TestNewNamespacesWithPods(t *testing.T) {
+	plan := &diff.Plan{Changes: []diff.Change{
+		change(obj("v1", "Namespace", "", "fresh"), diff.Create, false),
+		change(obj("v1", "Namespace", "", "known"), diff.Update, true),
+		change(obj("v1", "Pod", "fresh", "p1"), diff.Create, false),
+		change(obj("v1", "Pod", "fresh", "p2"), diff.Create, false),
+		change(obj("v1", "Pod", "known", "p3"), diff.Create, true),
+		change(obj("v1", "ConfigMap", "fresh", "c"), diff.Create, false),
+	}}
+	if d := cmp.Diff([]string{"fresh"}, newNamespacesWithPods(sortPlan(plan, DefaultOptions()))); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
+	}
+}
+
+func TestJobsWithTTL(t *testing.T) {
+	ttl := obj("batch/v1", "Job", "a", "once")
+	ttl.Object["spec"] = map[string]any{"ttlSecondsAfterFinished": int64(0)}
+	plain := obj("batch/v1", "Job", "a", "kept")
+	plain.Object["spec"] = map[string]any{}
+	plan := &diff.Plan{Changes: []diff.Change{change(ttl, diff.Create, true), change(plain, diff.Create, true)}}
+	got := jobsWithTTL(plan)
+	if !got[diff.RefOf(ttl)] || got[diff.RefOf(plain)] || len(got) != 1 {
+		t.Errorf("got %v, want only %s", got, diff.RefOf(ttl))
+	}
+}

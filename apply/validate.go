@@ -100,6 +100,10 @@ func (r *run) validate(ctx context.Context, items []*item) error {
 		switch {
 		case err == nil:
 			return
+		case it.change.Action == diff.Update && IsImmutable(err) && it.stage == stageDefinitions:
+			// Deleting a CRD or a Namespace deletes everything it holds.
+			errs[i] = &diff.ObjectError{Ref: it.change.Ref, Source: it.change.Source,
+				Err: fmt.Errorf("%w: a CustomResourceDefinition or Namespace is never recreated: %w", ErrImmutable, err)}
 		case it.change.Action == diff.Update && IsImmutable(err) && (r.opts.Force || forced(it.obj.GetAnnotations())):
 			it.recreate = true
 		case IsImmutable(err):

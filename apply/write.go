@@ -8,9 +8,11 @@ import (
 
 	"github.com/fluxcd/cli-utils/pkg/object"
 	"github.com/fluxcd/pkg/ssa"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -87,7 +89,8 @@ func (r *run) remove(ctx context.Context, it *item) error {
 
 // waitDefinitions waits until the CRDs written are established (and the
 // Namespaces active), so that the next stage can use them.
-func (r *run) waitDefinitions(ctx context.Context, defs []*item) error {
+func (r *run) waitDefinitions(ctx context.Context, w *work) error {
+	defs := w.stages[stageDefinitions]
 	if len(defs) == 0 {
 		return nil
 	}
@@ -99,7 +102,40 @@ func (r *run) waitDefinitions(ctx context.Context, defs []*item) error {
 	if err != nil {
 		return fmt.Errorf("wait for definitions: %w", err)
 	}
+	// The ServiceAccount admission plugin refuses a Pod, even in a dry-run,
+	// until the controller has made its namespace's default ServiceAccount.
+	for _, ns := range newNamespacesWithPods(w) {
+		sa := &corev1.ServiceAccount{}
+		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, r.opts.Timeout, true, func(ctx context.Context) (bool, error) {
+			err := r.a.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "default"}, sa)
+			return err == nil, nil
+		})
+		if err != nil {
+			return fmt.Errorf("namespace %s: no default ServiceAccount after %s: %w", ns, r.opts.Timeout, err)
+		}
+	}
 	return nil
+}
+
+// newNamespacesWithPods are the namespaces this plan creates and puts bare
+// Pods in.
+func newNamespacesWithPods(w *work) []string {
+	created := map[string]bool{}
+	for _, it := range w.stages[stageDefinitions] {
+		if isNamespace(it.change.Ref.GroupKind()) && it.change.Action == diff.Create {
+			created[it.change.Ref.Name] = true
+		}
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, it := range w.stages[stageResources] {
+		ns := it.change.Ref.Namespace
+		if it.change.Ref.GroupKind() == (schema.GroupKind{Kind: "Pod"}) && created[ns] && !seen[ns] {
+			seen[ns] = true
+			out = append(out, ns)
+		}
+	}
+	return out
 }
 
 func objMeta(ref diff.Ref) object.ObjMetadata {

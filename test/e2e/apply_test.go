@@ -382,6 +382,23 @@ func TestApplyPrunes(t *testing.T) {
 	})
 }
 
+// A bare Pod in a Namespace of the same plan is validated once the
+// Namespace has its default ServiceAccount, which admission requires.
+func TestApplyPodInNewNamespace(t *testing.T) {
+	ns := namespace(t)
+	fresh := ns + "-fresh"
+	cleanupCluster(t, nsRef(fresh))
+	a := newApplier(t)
+	objs := parseFile(t, "pod.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: "+fresh+"}\n---\n"+
+		"apiVersion: v1\nkind: Pod\nmetadata: {name: solo, namespace: "+fresh+"}\nspec: {containers: [{name: main, image: \"nginx:1.27\"}]}")
+	opts := applyOptions(ns)
+	opts.Wait = true
+	res := mustApply(t, a, ns, ns, objs, opts)
+	if res.Count(apply.Created) != 2 || res.Health != apply.Healthy {
+		t.Errorf("result %s, want 2 created, healthy", res.Summary())
+	}
+}
+
 // A Namespace that left one app's Git is not deleted while another app's
 // inventory lists objects in it: deleting it would delete them.
 func TestApplyPruneKeepsNamespaceOfAnotherApp(t *testing.T) {
