@@ -246,7 +246,7 @@ func (a *Applier) Apply(ctx context.Context, plan *diff.Plan, opts Options) (*Re
 	if err := r.writeStage(ctx, w.stages[stageResources]); err != nil {
 		return &r.result, r.saveAfterFailure(ctx, owned, err)
 	}
-	kept, err := r.prune(ctx, w.prunes, owned)
+	kept, err := r.prune(ctx, w.prunes, owned, w.desired)
 	if err != nil {
 		return &r.result, r.saveAfterFailure(ctx, owned, err)
 	}

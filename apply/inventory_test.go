@@ -85,6 +85,11 @@ func TestPruneDecision(t *testing.T) {
 	thing := diff.Ref{Group: "example.com", Version: "v1", Kind: "Thing", Namespace: "b", Name: "t"}
 	owned := map[diff.Ref]bool{mine: true, shared: true, nsA: true, nsB: true, nsC: true, diff.RefOf(thingCRD): true, diff.RefOf(otherCRD): true}
 	others := map[diff.Ref]string{shared: "other", theirs: "other", thing: "other"}
+	// An HPA moved from autoscaling/v1 to v2 in Git: the v1 entry of the
+	// inventory is the same object.
+	hpaV1 := diff.Ref{Group: "autoscaling", Version: "v1", Kind: "HorizontalPodAutoscaler", Namespace: "a", Name: "web"}
+	owned[hpaV1] = true
+	inGit := map[diff.Ref]string{unversioned(hpaV1): "autoscaling/v2"}
 	for _, tc := range []struct {
 		name   string
 		change diff.Change
@@ -93,6 +98,7 @@ func TestPruneDecision(t *testing.T) {
 		reason string
 	}{
 		{"mine", diff.Change{Ref: mine}, true, Deleted, ""},
+		{"in Git under another version", diff.Change{Ref: hpaV1}, true, SkippedInGit, "in Git as autoscaling/v2"},
 		{"mine, pruning off", diff.Change{Ref: mine}, false, NotPruned, "pruning is off"},
 		{"also another app's", diff.Change{Ref: shared}, true, SkippedNotOwned, "also in the inventory of app other"},
 		{"only another app's", diff.Change{Ref: theirs}, true, SkippedNotOwned, "not in the inventory of app shop"},
@@ -104,7 +110,7 @@ func TestPruneDecision(t *testing.T) {
 		{"namespace holding nothing of another app", diff.Change{Ref: nsC}, true, Deleted, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			action, reason := pruneDecision(&tc.change, tc.prune, "shop", owned, others)
+			action, reason := pruneDecision(&tc.change, tc.prune, "shop", owned, others, inGit)
 			if action != tc.action || reason != tc.reason {
 				t.Errorf("got %s %q, want %s %q", action, reason, tc.action, tc.reason)
 			}

@@ -9,6 +9,7 @@ import (
 	"github.com/fluxcd/pkg/ssa"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/refit-gitops/refit/diff"
 )
@@ -17,9 +18,13 @@ import (
 // cluster. It is pure so that the rules are table-tested. Deleting a
 // Namespace or a CRD deletes what it holds: they are kept while another
 // app's inventory lists something in them.
-func pruneDecision(c *diff.Change, prune bool, app string, owned map[diff.Ref]bool, others map[diff.Ref]string) (Action, string) {
+func pruneDecision(c *diff.Change, prune bool, app string, owned map[diff.Ref]bool, others map[diff.Ref]string, inGit map[diff.Ref]string) (Action, string) {
 	ref := c.Ref
 	switch {
+	case inGit[unversioned(ref)] != "":
+		// The inventory listed it under another API version: deleting
+		// it would delete what Git holds.
+		return SkippedInGit, "in Git as " + inGit[unversioned(ref)]
 	case !owned[ref]:
 		return SkippedNotOwned, fmt.Sprintf("not in the inventory of app %s", app)
 	case others[ref] != "":
@@ -32,6 +37,13 @@ func pruneDecision(c *diff.Change, prune bool, app string, owned map[diff.Ref]bo
 		return NotPruned, "pruning is off"
 	}
 	return Deleted, ""
+}
+
+// unversioned is ref without its version: one object is served under
+// every version of its kind.
+func unversioned(ref diff.Ref) diff.Ref {
+	ref.Version = ""
+	return ref
 }
 
 // heldFor returns an object of another app that deleting c would delete
@@ -64,9 +76,13 @@ func heldFor(c *diff.Change, others map[diff.Ref]string) (diff.Ref, bool) {
 // prune deletes the plan's Delete changes that this app owns, in reverse
 // apply order, kind by kind. It returns the objects that stay in the
 // inventory: those not pruned because pruning is off.
-func (r *run) prune(ctx context.Context, changes []*diff.Change, inventory []diff.Ref) ([]diff.Ref, error) {
+func (r *run) prune(ctx context.Context, changes []*diff.Change, inventory, desired []diff.Ref) ([]diff.Ref, error) {
 	if len(changes) == 0 {
 		return nil, nil
+	}
+	inGit := make(map[diff.Ref]string, len(desired))
+	for _, ref := range desired {
+		inGit[unversioned(ref)] = schema.GroupVersion{Group: ref.Group, Version: ref.Version}.String()
 	}
 	owned := make(map[diff.Ref]bool, len(inventory))
 	for _, ref := range inventory {
@@ -81,7 +97,7 @@ func (r *run) prune(ctx context.Context, changes []*diff.Change, inventory []dif
 		errs := make([]error, len(wave))
 		forEach(len(wave), r.opts.Concurrency, func(i int) {
 			c := wave[i]
-			action, reason := pruneDecision(c, r.opts.Prune, r.opts.App, owned, others)
+			action, reason := pruneDecision(c, r.opts.Prune, r.opts.App, owned, others, inGit)
 			if action == Deleted {
 				var derr error
 				action, derr = r.delete(ctx, c)

@@ -26,6 +26,9 @@ const (
 	// SkippedNotOwned: the plan asks to delete an object that this app's
 	// inventory does not list, or that another app's inventory lists.
 	SkippedNotOwned Action = "skipped-not-owned"
+	// SkippedInGit: the plan deletes an object that Git still holds under
+	// another API version.
+	SkippedInGit Action = "skipped-in-git"
 	// NotPruned: the object left Git but Options.Prune is off; it stays in
 	// the inventory so that a later pruning run removes it.
 	NotPruned Action = "not-pruned"
@@ -90,7 +93,7 @@ func (r *Result) Object(ref diff.Ref) *ObjectResult {
 // Summary is one line for people: counts by action and the health.
 func (r *Result) Summary() string {
 	var parts []string
-	for _, a := range []Action{Created, Configured, Recreated, Deleted, Unchanged, InPlace, Refused, SkippedProtected, SkippedNotOwned, NotPruned} {
+	for _, a := range []Action{Created, Configured, Recreated, Deleted, Unchanged, InPlace, Refused, SkippedProtected, SkippedNotOwned, SkippedInGit, NotPruned} {
 		if n := r.Count(a); n > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", n, a))
 		}
