@@ -39,6 +39,14 @@ cluster: ## Start (or reuse) the local cluster; prints KUBECONFIG=<path>.
 cluster-down: ## Stop the local cluster and remove its state.
 	$(GO) run ./test/cmd/refit-cluster down
 
+.PHONY: demo
+demo: build ## The main job on a local cluster and a local Git host: an image bump rolled out in place.
+	$(GO) run ./test/cmd/refit-demo --refit bin/refit
+
+.PHONY: bench
+bench: tools ## In-place rollout vs recreation, side by side (BENCH_PODS=100,500 by default).
+	$(GO) test -tags bench -count=1 -timeout 60m -run InPlaceVersusRecreate -v ./test/bench/
+
 .PHONY: fmt
 fmt: ## gofmt the tree.
 	gofmt -w .
@@ -47,6 +55,7 @@ fmt: ## gofmt the tree.
 vet: ## go vet, and fail on unformatted files.
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./test/...
+	$(GO) vet -tags bench ./test/bench/...
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 .PHONY: lint
