@@ -69,6 +69,9 @@ type Classification struct {
 func Classify(gk schema.GroupKind, live, merged map[string]any) Classification {
 	var fields []string
 	walk("", live, merged, &fields)
+	if underRollout(live) {
+		fields = withoutHolds(fields)
+	}
 	sort.Strings(fields)
 	if len(fields) == 0 {
 		return Classification{}
@@ -106,6 +109,32 @@ func Classify(gk schema.GroupKind, live, merged map[string]any) Classification {
 		c.Images = append(c.Images, img)
 	}
 	return c
+}
+
+// holdPaths are the fields with which the in-place engine holds a
+// workload's controller during a rollout (a Deployment's pause, a
+// StatefulSet's partition, a DaemonSet's OnDelete strategy). While a rollout
+// is recorded on the live object they are refit's, not a difference from
+// Git: a new commit re-targets the rollout instead of releasing the hold.
+var holdPaths = []string{"spec.paused", "spec.updateStrategy"}
+
+func underRollout(live map[string]any) bool {
+	_, ok := nestedMap(live, "metadata", "annotations")[RolloutAnnotation]
+	return ok
+}
+
+func withoutHolds(fields []string) []string {
+	out := fields[:0]
+	for _, f := range fields {
+		held := false
+		for _, h := range holdPaths {
+			held = held || f == h || strings.HasPrefix(f, h+".")
+		}
+		if !held {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // imageChange recognises a path (relative to the Pod spec) that is the
