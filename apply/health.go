@@ -93,7 +93,11 @@ func (r *run) waitHealthy(ctx context.Context) error {
 		for e := range r.a.poller.Poll(waitCtx, set, polling.PollOptions{PollInterval: r.opts.Interval}) {
 			switch e.Type {
 			case event.ErrorEvent:
-				pollErr = e.Error
+				// A poll cut short by the deadline (client-go's rate limiter
+				// refuses to wait past it) is a timeout, not a failure.
+				if deadline, _ := waitCtx.Deadline(); waitCtx.Err() == nil && time.Until(deadline) > time.Second+r.opts.Interval {
+					pollErr = e.Error
+				}
 				cancel()
 			case event.ResourceUpdateEvent:
 				rs := r.effective(byID[e.Resource.Identifier], e.Resource)
