@@ -83,6 +83,15 @@ func (o *Options) check() error {
 }
 
 // Applier applies plans to one cluster.
+//
+// It uses fluxcd/pkg/ssa for ordering (ReconcileOrder), for waiting on
+// definitions (WaitForSet), for pruning (Delete with the exclusion
+// annotation) and kstatus for health, but writes objects itself rather
+// than through ResourceManager.ApplyAllStaged: the plan already holds each
+// object's server-side dry-run, so ssa's GET + dry-run per object would
+// triple the requests; and ApplyAllStaged writes its first stage before it
+// dry-runs the second, where refit validates everything it can before any
+// write and rolls the first stage back if the rest is refused.
 type Applier struct {
 	client             client.Client
 	manager            *ssa.ResourceManager
