@@ -98,6 +98,9 @@ func (r *run) prune(ctx context.Context, changes []*diff.Change, inventory, desi
 		forEach(len(wave), r.opts.Concurrency, func(i int) {
 			c := wave[i]
 			action, reason := pruneDecision(c, r.opts.Prune, r.opts.App, owned, others, inGit)
+			if c.Ref == (diff.Ref{Version: "v1", Kind: "Namespace", Name: r.a.inventoryNamespace}) {
+				action, reason = SkippedNotOwned, "holds refit's inventories"
+			}
 			if action == Deleted {
 				var derr error
 				action, derr = r.delete(ctx, c)
