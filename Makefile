@@ -28,7 +28,7 @@ e2e: tools ## End-to-end tests on the local cluster.
 	$(GO) test -tags e2e -count=1 -p 1 -timeout $(E2E_TIMEOUT) ./test/e2e/...
 
 .PHONY: tools
-tools: ## Build and cache the cluster binaries (kube-*, etcd, kwok) if missing.
+tools: ## Build and cache the test binaries (kube-*, etcd, kwok, Gitea) if missing.
 	$(GO) run ./test/cmd/refit-cluster tools
 
 .PHONY: cluster
@@ -40,7 +40,7 @@ cluster-down: ## Stop the local cluster and remove its state.
 	$(GO) run ./test/cmd/refit-cluster down
 
 .PHONY: demo
-demo: build ## The main job on a local cluster and a local Git host: an image bump rolled out in place.
+demo: build tools ## The main job on a local cluster and a local Git host: an image bump rolled out in place.
 	$(GO) run ./test/cmd/refit-demo --refit bin/refit
 
 .PHONY: bench

@@ -401,10 +401,21 @@ func (r *run) loop(ctx context.Context) error {
 		case <-ctx.Done():
 			return fmt.Errorf("%s: in-place rollout interrupted: %w", r.change.Ref, ctx.Err())
 		case <-wake:
+			// A batch makes a burst of Pod events (each Pod changes status
+			// several times): let them pile up briefly and look once, so a
+			// large workload costs a pass per burst, not per event.
+			time.Sleep(passGap)
+			select {
+			case <-wake:
+			default:
+			}
 		case <-ticker.C:
 		}
 	}
 }
+
+// passGap is the least time between two passes woken by Pod events.
+const passGap = 20 * time.Millisecond
 
 // pass looks at every Pod once and takes the next step: finish, stop on a
 // failure, or patch the next batch. It is level-based: everything it needs

@@ -26,6 +26,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/refit-gitops/refit/test/toolcache"
 )
 
 //go:embed stages.yaml
@@ -209,7 +211,7 @@ func (c *Cluster) kwokctl(ctx context.Context, args ...string) ([]byte, error) {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("kwokctl %s %s (cluster %s): %w\n%s", args[0], args[1], c.Name, err, lastLines(stderr.String()+stdout.String(), 30))
+		return nil, fmt.Errorf("kwokctl %s %s (cluster %s): %w\n%s", args[0], args[1], c.Name, err, toolcache.LastLines(stderr.String()+stdout.String(), 30))
 	}
 	return stdout.Bytes(), nil
 }

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/refit-gitops/refit/test/toolcache"
 )
 
 // HollowTaint keeps ordinary Pods off hollow kubelets: a test that wants
@@ -119,5 +121,5 @@ func freePort() (int, error) {
 
 func tail(path string) string {
 	data, _ := os.ReadFile(path)
-	return lastLines(string(data), 15)
+	return toolcache.LastLines(string(data), 15)
 }

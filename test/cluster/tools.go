@@ -12,8 +12,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/refit-gitops/refit/test/toolcache"
 )
 
 // Versions of the binaries the local cluster runs. Each is built once from the
@@ -36,18 +37,9 @@ type Tools struct {
 	Kwokctl               string
 }
 
-// CacheDir is the folder refit owns for built tools and cluster state:
-// $REFIT_CACHE_DIR, or refit/ under the user's cache folder (~/.cache/refit).
-func CacheDir() (string, error) {
-	if dir := os.Getenv("REFIT_CACHE_DIR"); dir != "" {
-		return filepath.Abs(dir)
-	}
-	base, err := os.UserCacheDir()
-	if err != nil {
-		return "", fmt.Errorf("find a cache folder (set REFIT_CACHE_DIR): %w", err)
-	}
-	return filepath.Join(base, "refit"), nil
-}
+// CacheDir is the folder refit owns for built tools and cluster state
+// (toolcache.Dir).
+func CacheDir() (string, error) { return toolcache.Dir() }
 
 // toolGroup is a set of binaries built together by one go command.
 type toolGroup struct {
@@ -129,7 +121,7 @@ func ensureGroup(ctx context.Context, b *builder, g toolGroup, dir string, log i
 	if groupComplete(dir, g) {
 		return nil
 	}
-	unlock, err := lockFile(ctx, dir+".lock")
+	unlock, err := toolcache.Lock(ctx, dir+".lock")
 	if err != nil {
 		return err
 	}
@@ -158,30 +150,6 @@ func ensureGroup(ctx context.Context, b *builder, g toolGroup, dir string, log i
 	return nil
 }
 
-// lockFile takes an exclusive flock, waiting for it as long as ctx allows.
-func lockFile(ctx context.Context, path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("lock %s: %w", path, err)
-	}
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN); _ = f.Close() }, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			_ = f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, err)
-		}
-		select {
-		case <-ctx.Done():
-			_ = f.Close()
-			return nil, fmt.Errorf("wait for lock %s: %w", path, ctx.Err())
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
-}
-
 // builder runs the go command in throw-away wrapper modules.
 type builder struct {
 	goBin   string
@@ -202,21 +170,9 @@ func (b *builder) run(ctx context.Context, dir string, env []string, args ...str
 	logPath := filepath.Join(dir, "build.log")
 	_ = os.WriteFile(logPath, append(stdout.Bytes(), stderr.Bytes()...), 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("go %s: %w\n%s(full log: %s)", strings.Join(args, " "), err, lastLines(stderr.String(), 20), logPath)
+		return nil, fmt.Errorf("go %s: %w\n%s(full log: %s)", strings.Join(args, " "), err, toolcache.LastLines(stderr.String(), 20), logPath)
 	}
 	return stdout.Bytes(), nil
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	out := strings.Join(lines, "\n")
-	if out != "" {
-		out += "\n"
-	}
-	return out
 }
 
 // wrapperModule writes a module that requires mod and returns its folder.

@@ -12,8 +12,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/refit-gitops/refit/test/toolcache"
 )
 
 // Version is the Gitea release the tests run, built from the module proxy.
@@ -57,7 +58,7 @@ func EnsureBinary(ctx context.Context, cacheDir string, log io.Writer) (*Binary,
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return nil, fmt.Errorf("create tools cache: %w", err)
 	}
-	unlock, err := lockFile(ctx, dir+".lock")
+	unlock, err := toolcache.Lock(ctx, dir+".lock")
 	if err != nil {
 		return nil, err
 	}
@@ -205,9 +206,9 @@ func (b builder) run(ctx context.Context, env []string, args ...string) ([]byte,
 	_ = os.WriteFile(logPath, append(stdout.Bytes(), stderr.Bytes()...), 0o644)
 	if err != nil {
 		// go mod download -json reports a missing module on stdout.
-		tail := lastLines(stderr.String(), 20)
+		tail := toolcache.LastLines(stderr.String(), 20)
 		if tail == "" {
-			tail = lastLines(stdout.String(), 20)
+			tail = toolcache.LastLines(stdout.String(), 20)
 		}
 		return nil, fmt.Errorf("go %s: %w\n%s(full log: %s)", strings.Join(args, " "), err, tail, logPath)
 	}
@@ -239,40 +240,4 @@ func copyTree(src, dst string) error {
 			return nil
 		}
 	})
-}
-
-// lockFile takes an exclusive flock, waiting for it as long as ctx allows.
-func lockFile(ctx context.Context, path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("lock %s: %w", path, err)
-	}
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN); _ = f.Close() }, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			_ = f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, err)
-		}
-		select {
-		case <-ctx.Done():
-			_ = f.Close()
-			return nil, fmt.Errorf("wait for lock %s: %w", path, ctx.Err())
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	out := strings.Join(lines, "\n")
-	if out != "" {
-		out += "\n"
-	}
-	return out
 }

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/refit-gitops/refit/test/toolcache"
 )
 
 func TestAppINI(t *testing.T) {
@@ -167,17 +169,17 @@ func TestCopyTreeMakesWritableCopies(t *testing.T) {
 
 func TestLockFileWaitsForTheHolder(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "gitea.lock")
-	unlock, err := lockFile(context.Background(), path)
+	unlock, err := toolcache.Lock(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
 	defer cancel()
-	if _, err := lockFile(ctx, path); err == nil || !strings.Contains(err.Error(), "wait for lock") {
+	if _, err := toolcache.Lock(ctx, path); err == nil || !strings.Contains(err.Error(), "wait for lock") {
 		t.Fatalf("second lock = %v, want a wait that ends with the context", err)
 	}
 	unlock()
-	unlock2, err := lockFile(context.Background(), path)
+	unlock2, err := toolcache.Lock(context.Background(), path)
 	if err != nil {
 		t.Fatalf("lock after unlock: %v", err)
 	}

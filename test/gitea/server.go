@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/refit-gitops/refit/test/cluster"
+	"github.com/refit-gitops/refit/test/toolcache"
 )
 
 // Options configure Start.
@@ -231,7 +232,7 @@ func (s *Server) createAdmin(ctx context.Context) error {
 	out, err := runContext(ctx, cmd)
 	if err != nil {
 		// The command line and so possibly the output hold the password.
-		return fmt.Errorf("gitea: admin user create: %w\n%s", err, lastLines(strings.ReplaceAll(string(out), s.password, "[redacted]"), 20))
+		return fmt.Errorf("gitea: admin user create: %w\n%s", err, toolcache.LastLines(strings.ReplaceAll(string(out), s.password, "[redacted]"), 20))
 	}
 	const marker = "Access token was successfully created... "
 	sc := bufio.NewScanner(strings.NewReader(string(out)))
@@ -289,7 +290,7 @@ func (s *Server) RepoURL(name string) string {
 // LogTail is the end of Gitea's log, for failure messages.
 func (s *Server) LogTail() string {
 	data, _ := os.ReadFile(s.logPath)
-	return lastLines(string(data), 20)
+	return toolcache.LastLines(string(data), 20)
 }
 
 // Close stops Gitea and every process in its group, and removes its data.

@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/refit-gitops/refit/test/cluster"
+	"github.com/refit-gitops/refit/test/gitea"
 )
 
 func main() {
@@ -30,7 +31,7 @@ func run(ctx context.Context, args []string) error {
 	opts.Log = os.Stderr
 	fs := flag.NewFlagSet("refit-cluster", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: refit-cluster [flags] up|down|tools")
+		fmt.Fprintln(fs.Output(), "usage: refit-cluster [flags] up|down|tools  (tools: build the cluster binaries and Gitea)")
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&opts.Name, "name", opts.Name, "cluster name")
@@ -53,7 +54,11 @@ func run(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		_, err = cluster.EnsureTools(ctx, dir, os.Stderr)
+		if _, err = cluster.EnsureTools(ctx, dir, os.Stderr); err != nil {
+			return err
+		}
+		// The e2e tests and the demo also run a real Git host.
+		_, err = gitea.EnsureBinary(ctx, dir, os.Stderr)
 		return err
 	case "up":
 		c, err := cluster.Start(ctx, opts)
