@@ -23,7 +23,7 @@ import (
 const (
 	// ForceAnnotation set to "true" on an object in Git lets refit delete
 	// and create it again when a change touches an immutable field.
-	ForceAnnotation = "refit.dev/force"
+	ForceAnnotation = diff.ForceAnnotation
 	// PruneAnnotation set to "disabled" on a live object keeps it when it
 	// leaves Git.
 	PruneAnnotation = "refit.dev/prune"

@@ -143,12 +143,14 @@ func (p *Planner) Plan(ctx context.Context, desired []Desired, opts Options) (*P
 // kind the cluster does not know yet is accepted only if a
 // CustomResourceDefinition of the same plan defines it.
 func (p *Planner) resolve(desired []Desired, opts Options) ([]planned, error) {
+	// Kinds defined by CRDs of this plan, and whether they are namespaced.
 	crdKinds := map[schema.GroupKind]bool{}
 	for _, d := range desired {
 		if gk := d.Object.GroupVersionKind().GroupKind(); gk == (schema.GroupKind{Group: "apiextensions.k8s.io", Kind: "CustomResourceDefinition"}) {
 			group, _, _ := unstructured.NestedString(d.Object.Object, "spec", "group")
 			kind, _, _ := unstructured.NestedString(d.Object.Object, "spec", "names", "kind")
-			crdKinds[schema.GroupKind{Group: group, Kind: kind}] = true
+			scope, _, _ := unstructured.NestedString(d.Object.Object, "spec", "scope")
+			crdKinds[schema.GroupKind{Group: group, Kind: kind}] = scope != "Cluster"
 		}
 	}
 	var errs []error
@@ -167,8 +169,8 @@ func (p *Planner) resolve(desired []Desired, opts Options) ([]planned, error) {
 		case err == nil:
 			item.mapping = mapping
 			item.namespaced = mapping.Scope.Name() == meta.RESTScopeNameNamespace
-		case meta.IsNoMatchError(err) && crdKinds[gvk.GroupKind()]:
-			item.namespaced = obj.GetNamespace() != "" // the CRD decides; trust the manifest
+		case meta.IsNoMatchError(err) && hasKey(crdKinds, gvk.GroupKind()):
+			item.namespaced = crdKinds[gvk.GroupKind()] // the CRD's scope
 		default:
 			errs = append(errs, &ObjectError{Ref: RefOf(obj), Source: d.Source, Err: fmt.Errorf("kind %s is not known to the cluster: %w", gvk, err)})
 			continue
@@ -188,6 +190,11 @@ func (p *Planner) resolve(desired []Desired, opts Options) ([]planned, error) {
 		items = append(items, item)
 	}
 	return items, errors.Join(errs...)
+}
+
+func hasKey[K comparable, V any](m map[K]V, k K) bool {
+	_, ok := m[k]
+	return ok
 }
 
 type listKey struct {
@@ -288,6 +295,15 @@ func (p *Planner) planOne(ctx context.Context, it planned, live *unstructured.Un
 		return c, nil
 	}
 	merged, err := p.dryRunApply(ctx, it)
+	if err != nil && forced(it.Object) && apierrors.IsInvalid(err) {
+		// Possibly an immutable field: the apply stage checks that and
+		// deletes and creates the object, as the annotation asks.
+		c.Action, c.Reason = Update, "refused in place ("+err.Error()+"); "+ForceAnnotation+" recreates it"
+		if IsWorkload(it.ref.GroupKind()) {
+			c.Class, c.Path = Structural, PathRecreate
+		}
+		return c, nil
+	}
 	if err != nil {
 		return fail(err)
 	}
@@ -316,6 +332,14 @@ func (p *Planner) planOne(ctx context.Context, it planned, live *unstructured.Un
 	return c, nil
 }
 
+// ForceAnnotation set to "true" on an object in Git lets refit delete and
+// create it again when a change touches an immutable field.
+const ForceAnnotation = "refit.dev/force"
+
+func forced(obj *unstructured.Unstructured) bool {
+	return obj.GetAnnotations()[ForceAnnotation] == "true"
+}
+
 // dryRunApply asks the server what applying the object would produce.
 func (p *Planner) dryRunApply(ctx context.Context, it planned) (*unstructured.Unstructured, error) {
 	obj := it.Object.DeepCopy()
@@ -338,13 +362,15 @@ func ptrTrue() *bool { t := true; return &t }
 // planDeletes plans the removal of objects refit applied before that are no
 // longer in Git and still exist.
 func (p *Planner) planDeletes(ctx context.Context, items []planned, opts Options) ([]Change, error) {
+	// An object Git moved to another API version is the same object.
+	unversioned := func(r Ref) Ref { r.Version = ""; return r }
 	desired := map[Ref]bool{}
 	for _, it := range items {
-		desired[it.ref] = true
+		desired[unversioned(it.ref)] = true
 	}
 	var out []Change
 	for _, ref := range opts.Previous {
-		if desired[ref] {
+		if desired[unversioned(ref)] {
 			continue
 		}
 		mapping, err := p.mapper.RESTMapping(ref.GroupKind(), ref.Version)

@@ -222,3 +222,47 @@ func TestCLIKilledMidRolloutResumes(t *testing.T) {
 		}
 	}
 }
+
+// An immutable field changed in Git: refused with a clear message, or, with
+// refit.dev/force, the object is deleted and created again — through plan
+// and apply as a user runs them.
+func TestCLIForceRecreatesAnImmutableChange(t *testing.T) {
+	ns := namespace(t)
+	dir := t.TempDir()
+	job := func(image, annotations string) string {
+		return `apiVersion: batch/v1
+kind: Job
+metadata:
+  name: migrate
+` + annotations + `spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: m, image: "` + image + `"}]
+`
+	}
+	writeManifests(t, dir, job("migrate:1", ""))
+	if out, code := runRefitCLI(t, ns, "apply", "--dir", dir, "--app", ns); code != 0 {
+		t.Fatalf("apply: exit %d\n%s", code, out)
+	}
+	before, err := bed.Client.BatchV1().Jobs(ns).Get(context.Background(), "migrate", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeManifests(t, dir, job("migrate:2", ""))
+	out, code := runRefitCLI(t, ns, "plan", "--dir", dir, "--app", ns)
+	if code != 1 || !strings.Contains(out, "Job.batch/"+ns+"/migrate") || !strings.Contains(out, "immutable") {
+		t.Fatalf("plan of an immutable change: exit %d, want 1 naming the Job and the field\n%s", code, out)
+	}
+	writeManifests(t, dir, job("migrate:2", "  annotations: {refit.dev/force: \"true\"}\n"))
+	if out, code := runRefitCLI(t, ns, "apply", "--dir", dir, "--app", ns); code != 0 || !strings.Contains(out, "recreated") {
+		t.Fatalf("forced apply: exit %d\n%s", code, out)
+	}
+	after, err := bed.Client.BatchV1().Jobs(ns).Get(context.Background(), "migrate", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.UID == before.UID || after.Spec.Template.Spec.Containers[0].Image != "migrate:2" {
+		t.Errorf("job not recreated: uid %s → %s, image %s", before.UID, after.UID, after.Spec.Template.Spec.Containers[0].Image)
+	}
+}

@@ -320,3 +320,30 @@ func TestPlanBadInputNamesTheObject(t *testing.T) {
 		}
 	})
 }
+
+// A custom resource whose CRD arrives in the same plan takes its scope from
+// the CRD: a namespaced one without a namespace goes to the default one.
+func TestPlanCustomResourceOfANewCRDGetsTheNamespace(t *testing.T) {
+	ns := namespace(t)
+	group := strings.ReplaceAll(ns, "-", "") + ".example.com"
+	objs := parseObjects(t, `apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.`+group+`}
+spec:
+  group: `+group+`
+  scope: Namespaced
+  names: {kind: Widget, plural: widgets, singular: widget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+---
+apiVersion: `+group+`/v1
+kind: Widget
+metadata: {name: w}`)
+	p := plan(t, ns, objs)
+	if got := p.Changes[1].Ref; got.Namespace != ns || p.Changes[1].Action != diff.Create {
+		t.Errorf("widget planned as %s %s, want Create in namespace %s", p.Changes[1].Action, got, ns)
+	}
+}
