@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -252,6 +253,12 @@ func (a *Applier) Apply(ctx context.Context, plan *diff.Plan, opts Options) (*Re
 	if err := r.validate(ctx, w.deferredValidation()); err != nil {
 		return &r.result, r.rollBack(ctx, err, w.stages[stageDefinitions])
 	}
+	if err := r.writeStage(ctx, w.stages[stageRoles]); err != nil {
+		return &r.result, r.saveAfterFailure(ctx, owned, err)
+	}
+	if err := r.validate(ctx, w.afterRolesValidation()); err != nil {
+		return &r.result, r.rollBack(ctx, err, append(slices.Clone(w.stages[stageDefinitions]), w.stages[stageRoles]...))
+	}
 	if err := r.writeStage(ctx, w.stages[stageResources]); err != nil {
 		return &r.result, r.saveAfterFailure(ctx, owned, err)
 	}
@@ -276,7 +283,7 @@ func (w *work) earlyValidation() []*item {
 	var out []*item
 	for _, s := range w.stages {
 		for _, it := range s {
-			if it.validate && !it.deferred {
+			if it.validate && !it.deferred && !it.afterRoles {
 				out = append(out, it)
 			}
 		}
@@ -286,8 +293,21 @@ func (w *work) earlyValidation() []*item {
 
 func (w *work) deferredValidation() []*item {
 	var out []*item
+	for _, s := range []stage{stageRoles, stageResources} {
+		for _, it := range w.stages[s] {
+			if it.deferred {
+				out = append(out, it)
+			}
+		}
+	}
+	return out
+}
+
+// afterRolesValidation are the bindings of roles this plan creates.
+func (w *work) afterRolesValidation() []*item {
+	var out []*item
 	for _, it := range w.stages[stageResources] {
-		if it.deferred {
+		if it.afterRoles {
 			out = append(out, it)
 		}
 	}

@@ -12,12 +12,18 @@ import (
 )
 
 // stage is when an object is written: definitions (CustomResourceDefinitions
-// and Namespaces) first and waited for, then everything else.
+// and Namespaces) first and waited for, then Roles and ClusterRoles, then
+// everything else.
 type stage int
 
 const (
 	stageDefinitions stage = iota
+	// stageRoles come before the bindings that name them: without the
+	// "bind" verb, the API server accepts a binding (even in a dry-run) only
+	// from a client that holds the permissions of a role it can look up.
+	stageRoles
 	stageResources
+	stageCount
 )
 
 func isCRD(gk schema.GroupKind) bool {
@@ -27,10 +33,51 @@ func isCRD(gk schema.GroupKind) bool {
 func isNamespace(gk schema.GroupKind) bool { return gk == schema.GroupKind{Kind: "Namespace"} }
 
 func stageOf(ref diff.Ref) stage {
-	if gk := ref.GroupKind(); isCRD(gk) || isNamespace(gk) {
+	gk := ref.GroupKind()
+	switch {
+	case isCRD(gk) || isNamespace(gk):
 		return stageDefinitions
+	case isRole(gk):
+		return stageRoles
 	}
 	return stageResources
+}
+
+const rbacGroup = "rbac.authorization.k8s.io"
+
+func isRole(gk schema.GroupKind) bool {
+	return gk.Group == rbacGroup && (gk.Kind == "Role" || gk.Kind == "ClusterRole")
+}
+
+// roleKey names a Role ("Role/ns/name") or ClusterRole ("ClusterRole//name").
+func roleKey(kind, namespace, name string) string {
+	if kind == "ClusterRole" {
+		namespace = ""
+	}
+	return kind + "/" + namespace + "/" + name
+}
+
+// newRoles are the Roles and ClusterRoles the plan creates.
+func newRoles(plan *diff.Plan) map[string]bool {
+	out := map[string]bool{}
+	for _, c := range plan.Changes {
+		if c.Action == diff.Create && isRole(c.Ref.GroupKind()) {
+			out[roleKey(c.Ref.Kind, c.Ref.Namespace, c.Ref.Name)] = true
+		}
+	}
+	return out
+}
+
+// bindsNewRole reports whether a RoleBinding or ClusterRoleBinding names a
+// role the plan creates: it can be validated only once that role exists.
+func bindsNewRole(c *diff.Change, roles map[string]bool) bool {
+	gk := c.Ref.GroupKind()
+	if gk.Group != rbacGroup || (gk.Kind != "RoleBinding" && gk.Kind != "ClusterRoleBinding") || c.Desired == nil {
+		return false
+	}
+	kind, _, _ := unstructured.NestedString(c.Desired.Object, "roleRef", "kind")
+	name, _, _ := unstructured.NestedString(c.Desired.Object, "roleRef", "name")
+	return roles[roleKey(kind, c.Ref.Namespace, name)]
 }
 
 // item is one object to write.
@@ -46,6 +93,9 @@ type item struct {
 	// deferred: its Namespace or its kind is created by this same plan, so
 	// it can only be validated once the definitions stage is written.
 	deferred bool
+	// afterRoles: a binding of a role this plan creates, validated once the
+	// roles stage is written.
+	afterRoles bool
 	// recreate: its dry-run failed on an immutable field and it is forced.
 	recreate bool
 	// uid is the object's UID once written.
@@ -55,7 +105,7 @@ type item struct {
 // work is a plan sorted into what Apply does with each change.
 type work struct {
 	// stages hold the objects to write, in write order.
-	stages [2][]*item
+	stages [stageCount][]*item
 	// prunes are the deletions, in delete order (the reverse of the write
 	// order: workloads and custom resources before Namespaces and CRDs).
 	prunes []*diff.Change
@@ -70,6 +120,7 @@ type work struct {
 func sortPlan(plan *diff.Plan, opts Options) *work {
 	w := &work{}
 	newNamespaces, newKinds := definedByPlan(plan)
+	roles := newRoles(plan)
 	for i := range plan.Changes {
 		c := &plan.Changes[i]
 		if c.Action != diff.Delete {
@@ -91,7 +142,8 @@ func sortPlan(plan *diff.Plan, opts Options) *work {
 		}
 		it := &item{change: c, obj: c.Desired.DeepCopy(), stage: stageOf(c.Ref)}
 		it.validate = c.Merged == nil || opts.Revalidate
-		it.deferred = it.validate && it.stage == stageResources &&
+		it.afterRoles = it.validate && bindsNewRole(c, roles)
+		it.deferred = it.validate && !it.afterRoles && it.stage != stageDefinitions &&
 			(newNamespaces[c.Ref.Namespace] || newKinds[c.Ref.GroupKind()])
 		w.stages[it.stage] = append(w.stages[it.stage], it)
 	}

@@ -193,3 +193,36 @@ func TestJobsWithTTL(t *testing.T) {
 		t.Errorf("got %v, want only %s", got, diff.RefOf(ttl))
 	}
 }
+
+// Roles go in a stage of their own, and a binding of a role the plan creates
+// is validated only after that stage: the API server checks a binding
+// against the permissions of the role it names.
+func TestSortPlanRoles(t *testing.T) {
+	binding := func(kind, ns, name, role string) *unstructured.Unstructured {
+		u := obj("rbac.authorization.k8s.io/v1", kind, ns, name)
+		u.Object["roleRef"] = map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role}
+		return u
+	}
+	plan := &diff.Plan{Changes: []diff.Change{
+		change(obj("rbac.authorization.k8s.io/v1", "Role", "shop", "web"), diff.Create, true),
+		change(binding("RoleBinding", "shop", "web", "web"), diff.Create, false),
+		change(binding("RoleBinding", "shop", "old", "existing"), diff.Create, true),
+	}}
+	w := sortPlan(plan, DefaultOptions())
+	if len(w.stages[stageRoles]) != 1 || w.stages[stageRoles][0].change.Ref.Name != "web" {
+		t.Fatalf("roles stage: %v", w.stages[stageRoles])
+	}
+	var after, early []string
+	for _, it := range w.afterRolesValidation() {
+		after = append(after, it.change.Ref.Name)
+	}
+	for _, it := range w.earlyValidation() {
+		early = append(early, it.change.Ref.Name)
+	}
+	if d := cmp.Diff([]string{"web"}, after); d != "" {
+		t.Errorf("validated after the roles (-want +got):\n%s", d)
+	}
+	if len(early) != 0 {
+		t.Errorf("validated before any write: %v, want none (the others were dry-run by the plan)", early)
+	}
+}

@@ -116,6 +116,7 @@ func (p *Planner) Plan(ctx context.Context, desired []Desired, opts Options) (*P
 	if err := checkNamespaces(items, namespaces); err != nil {
 		return nil, err
 	}
+	newRoles := rolesCreated(items, live)
 	changes := make([]Change, len(items))
 	errs := make([]error, len(items))
 	sem := make(chan struct{}, opts.Concurrency)
@@ -125,6 +126,10 @@ func (p *Planner) Plan(ctx context.Context, desired []Desired, opts Options) (*P
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
+			if bindsRoleIn(items[i], newRoles) {
+				changes[i] = planBindingOfNewRole(items[i], live[liveKey(items[i].ref)])
+				return
+			}
 			changes[i], errs[i] = p.planOne(ctx, items[i], live[liveKey(items[i].ref)], namespaces, opts)
 		}()
 	}
@@ -253,6 +258,49 @@ func (p *Planner) existingNamespaces(ctx context.Context, items []planned) (map[
 		ns[n.GetName()] = true
 	}
 	return ns, nil
+}
+
+const rbacGroup = "rbac.authorization.k8s.io"
+
+// rolesCreated are the Roles ("Role/ns/name") and ClusterRoles
+// ("ClusterRole//name") of the plan that do not exist yet.
+func rolesCreated(items []planned, live map[string]*unstructured.Unstructured) map[string]bool {
+	out := map[string]bool{}
+	for _, it := range items {
+		if it.ref.Group == rbacGroup && (it.ref.Kind == "Role" || it.ref.Kind == "ClusterRole") && live[liveKey(it.ref)] == nil {
+			out[roleKey(it.ref.Kind, it.ref.Namespace, it.ref.Name)] = true
+		}
+	}
+	return out
+}
+
+func roleKey(kind, namespace, name string) string {
+	if kind == "ClusterRole" {
+		namespace = ""
+	}
+	return kind + "/" + namespace + "/" + name
+}
+
+// bindsRoleIn reports whether it is a RoleBinding or ClusterRoleBinding of
+// one of roles. Such a binding cannot be dry-run yet: without the "bind"
+// verb, the API server accepts it only from a client that holds the
+// permissions of a role it can look up. The apply stage validates it once
+// the role is written.
+func bindsRoleIn(it planned, roles map[string]bool) bool {
+	if it.ref.Group != rbacGroup || (it.ref.Kind != "RoleBinding" && it.ref.Kind != "ClusterRoleBinding") {
+		return false
+	}
+	kind, _, _ := unstructured.NestedString(it.Object.Object, "roleRef", "kind")
+	name, _, _ := unstructured.NestedString(it.Object.Object, "roleRef", "name")
+	return roles[roleKey(kind, it.ref.Namespace, name)]
+}
+
+func planBindingOfNewRole(it planned, live *unstructured.Unstructured) Change {
+	c := Change{Ref: it.ref, Source: it.Source, Desired: it.Object, Live: live, Action: Create}
+	if live != nil {
+		c.Action, c.Reason = Update, "binds a role this plan creates: validated once the role exists"
+	}
+	return c
 }
 
 // checkNamespaces fails for objects whose namespace neither exists nor is

@@ -515,11 +515,10 @@ spec:
       containers: [{name: agent, image: "agent:1.0"}]
 `
 
-// deployRoleBinding binds the app's Role. It comes one commit after the
-// Role: without "bind", the API server lets refit create a RoleBinding only
-// if it holds the Role's permissions, which it looks up, and refit's
-// up-front dry-run of the RoleBinding runs before the Role exists (the
-// planner does not defer it as it defers objects of a new Namespace or CRD).
+// deployRoleBinding binds the app's Role, in the same commit as the Role:
+// without "bind", the API server lets refit create a RoleBinding only if it
+// holds the Role's permissions, which it looks up, so refit writes the Role
+// first and validates the binding then.
 const deployRoleBinding = `---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
@@ -608,12 +607,12 @@ func testDeployCLIAsServiceAccount(t *testing.T) {
 		return out, code
 	}
 
-	if out, code := apply("first apply", deployApp+deploySettings, "--wait"); code != 0 {
+	if out, code := apply("first apply", deployApp+deployRoleBinding+deploySettings, "--wait"); code != 0 {
 		t.Fatalf("first apply as %s: exit %d, want 0\n%s", refitSA, code, out)
 	}
 	before := readyPods(t, ns)
-	if out, code := apply("role binding", deployApp+deployRoleBinding+deploySettings); code != 0 {
-		t.Fatalf("a RoleBinding of a Role refit holds, as %s: exit %d, want 0\n%s", refitSA, code, out)
+	if _, err := bed.Client.RbacV1().RoleBindings(ns).Get(context.Background(), "web", metav1.GetOptions{}); err != nil {
+		t.Fatalf("the RoleBinding committed with its Role was not applied: %v", err)
 	}
 
 	bumped := strings.NewReplacer(`"web:1.0"`, `"web:1.1"`, `"db:1.0"`, `"db:1.1"`, `"agent:1.0"`, `"agent:1.1"`).Replace(deployApp) + deployRoleBinding
