@@ -180,7 +180,6 @@ func (contextWarnings) HandleWarningHeaderWithContext(ctx context.Context, code 
 
 // Log keys.
 const (
-	keyApp     = "app"
 	keyObject  = "object"
 	keyAction  = "action"
 	keySummary = "summary"
@@ -221,10 +220,12 @@ func (r *run) record(o ObjectResult) {
 //  2. CRDs and Namespaces are applied and waited for;
 //  3. the objects that needed them are dry-run; a failure deletes the
 //     definitions step 2 created and stops;
-//  4. everything else is applied with server-side apply, kind by kind;
-//  5. objects that left Git are pruned, in reverse order;
-//  6. the inventory is updated;
-//  7. with Options.Wait, Apply waits until everything in Git is healthy.
+//  4. Roles and ClusterRoles are applied, then the bindings of the ones this
+//     plan creates are dry-run; a failure deletes what steps 2 and 4 created;
+//  5. everything else is applied with server-side apply, kind by kind;
+//  6. objects that left Git are pruned, in reverse order;
+//  7. the inventory is updated;
+//  8. with Options.Wait, Apply waits until everything in Git is healthy.
 //
 // The Result lists every change with what was done. A *ValidationError
 // means nothing was written (a bad commit); a *HealthError that everything
@@ -233,7 +234,7 @@ func (a *Applier) Apply(ctx context.Context, plan *diff.Plan, opts Options) (*Re
 	if err := opts.check(); err != nil {
 		return nil, err
 	}
-	log := logr.FromContextOrDiscard(ctx).WithValues(keyApp, opts.App)
+	log := logr.FromContextOrDiscard(ctx) // the caller's logger names the app
 	r := &run{a: a, opts: opts, log: log, progress: progress{fn: opts.Progress}, ttlJobs: jobsWithTTL(plan)}
 	w := sortPlan(plan, opts)
 
