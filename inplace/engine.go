@@ -358,6 +358,8 @@ type run struct {
 
 	pdbAllowed int // cached for a second: passes run on every Pod event
 	pdbRead    time.Time
+	// lastProgress is when a Pod last finished (or the rollout started).
+	lastProgress time.Time
 }
 
 func (r *run) loop(ctx context.Context) error {
@@ -491,7 +493,16 @@ func (r *run) pass(ctx context.Context) (bool, error) {
 	if unavailable > r.res.MaxObserved {
 		r.res.MaxObserved = unavailable
 	}
+	if done > r.res.Updated || r.lastProgress.IsZero() {
+		r.lastProgress = now
+	}
 	r.res.Total, r.res.Updated = len(candidates), done
+	if deadline > 0 && now.Sub(r.lastProgress) > deadline {
+		// A Pod that never becomes available for a reason of its own (no
+		// room for a recreated Pod, a failing probe) must not hang the
+		// rollout: no Pod finished within the deadline.
+		return true, r.fail(ctx, "", fmt.Sprintf("no Pod finished updating within the progress deadline of %s (%d of %d done)", deadline, done, len(candidates)))
+	}
 	if done == len(candidates) && len(r.pending) == 0 {
 		if err := r.w.release(ctx); err != nil {
 			return false, err

@@ -39,6 +39,7 @@ kind: Deployment
 metadata: {name: web}
 spec:
   replicas: 2
+  strategy: {rollingUpdate: {maxUnavailable: 1}}
   selector: {matchLabels: {app: web}}
   template:
     metadata: {labels: {app: web}}
