@@ -466,7 +466,9 @@ func (r *run) pass(ctx context.Context) (bool, error) {
 		}
 		// A patched Pod is counted down from the patch on, before the
 		// kubelet has even killed its container: it is about to go down.
-		available := PodAvailable(pod, r.w.minReadySeconds(), now) && phase != PhaseRestarting
+		// So is one patched for an earlier target (a re-targeted rollout)
+		// whose restart has not happened yet.
+		available := PodAvailable(pod, r.w.minReadySeconds(), now) && phase != PhaseRestarting && !RestartPending(pod)
 		if phase == PhaseDone && r.gate && !gateTrue(pod) && podContainersReady(pod) {
 			// The new images run: open the gate (also on new Pods).
 			if err := r.e.setGate(ctx, pod, corev1.ConditionTrue); err != nil {

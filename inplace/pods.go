@@ -167,6 +167,30 @@ func PodPhase(pod *corev1.Pod, target Target, now time.Time, deadline time.Durat
 	return PhaseDone, ""
 }
 
+// RestartPending reports whether a container refit patched (for whatever
+// target) has not restarted on its patched image yet: the kubelet is about
+// to take the Pod down.
+func RestartPending(pod *corev1.Pod) bool {
+	state, ok := ReadState(pod)
+	if !ok {
+		return false
+	}
+	for name, before := range state.Containers {
+		if cur, _, _ := specImage(pod, name, before.Init); cur != before.To {
+			continue
+		}
+		cs := containerStatus(pod, name, before.Init)
+		if cs == nil {
+			return true
+		}
+		restarted := cs.ContainerID != before.ContainerID || cs.RestartCount > before.RestartCount
+		if !restarted || cs.State.Running == nil || !cs.Ready {
+			return true
+		}
+	}
+	return false
+}
+
 func waitingFailure(pod *corev1.Pod, target Target) string {
 	for name := range target.Containers {
 		if cs := containerStatus(pod, name, false); cs != nil && cs.State.Waiting != nil && failureReasons[cs.State.Waiting.Reason] {

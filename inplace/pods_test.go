@@ -88,3 +88,26 @@ func TestPodPatchIsGuardedAndRecordsTheBefore(t *testing.T) {
 		t.Errorf("state annotation missing what the container was before: %s", raw)
 	}
 }
+
+func TestRestartPending(t *testing.T) {
+	// Patched to 1.28, then the rollout was re-targeted to 1.29: not yet
+	// restarted, the Pod is about to go down whatever the new target.
+	patched := &PodState{Revision: "r2", PatchedAt: t0, Containers: map[string]ContainerBefore{
+		"app": {From: "nginx:1.27", To: "nginx:1.28", ContainerID: "c1"}}}
+	for _, tc := range []struct {
+		name string
+		pod  *corev1.Pod
+		want bool
+	}{
+		{"never patched", podWith("nginx:1.27", running("app", "nginx:1.27", "i", "c1", 0, true), nil), false},
+		{"patched, not restarted", podWith("nginx:1.28", running("app", "nginx:1.27", "i", "c1", 0, true), patched), true},
+		{"patched and restarted", podWith("nginx:1.28", running("app", "nginx:1.28", "j", "c2", 1, true), patched), false},
+		{"spec moved on since", podWith("nginx:1.27", running("app", "nginx:1.27", "i", "c1", 0, true), patched), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := RestartPending(tc.pod); got != tc.want {
+				t.Errorf("RestartPending = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -103,9 +103,12 @@ func (r *Reconciler) pass(ctx context.Context, app App, st *appState) time.Durat
 		return st.nextWait(app)
 	}
 	start := time.Now()
-	outcome, err := r.sync(ctx, app, rev, newCommit, st)
+	outcome, err := r.syncUnlessSuperseded(ctx, app, rev, newCommit, st)
 	r.metrics.reconciled(app.Name, outcome, time.Since(start))
-	if err != nil {
+	switch {
+	case outcome == "superseded":
+		return 0 // the newer commit, at once
+	case err != nil:
 		log.Error(err, "reconcile failed", "revision", rev.Commit, "outcome", outcome)
 	}
 	if outcome == "transient-error" {
@@ -113,6 +116,49 @@ func (r *Reconciler) pass(ctx context.Context, app App, st *appState) time.Durat
 	}
 	st.failures = 0
 	return st.nextWait(app)
+}
+
+// syncUnlessSuperseded runs sync and keeps polling meanwhile (on the
+// interval and on webhooks). If a newer commit arrives, the running sync is
+// cancelled: an in-place rollout stops where it is (its progress is on the
+// objects) and the next pass re-targets the remaining Pods to the newer
+// images.
+func (r *Reconciler) syncUnlessSuperseded(ctx context.Context, app App, rev source.Revision, newCommit bool, st *appState) (string, error) {
+	type result struct {
+		outcome string
+		err     error
+	}
+	syncCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan result, 1)
+	failed := st.failed // st belongs to the sync goroutine until it is done
+	go func() {
+		outcome, err := r.sync(syncCtx, app, rev, newCommit, st)
+		done <- result{outcome, err}
+	}()
+	var trigger <-chan struct{}
+	if app.Trigger != nil {
+		trigger = app.Trigger.C()
+	}
+	ticker := time.NewTicker(app.Interval)
+	defer ticker.Stop()
+	for {
+		select {
+		case res := <-done:
+			return res.outcome, res.err
+		case <-trigger:
+		case <-ticker.C:
+		}
+		newer, err := app.Poller.Poll(ctx)
+		if err != nil || newer.Commit == rev.Commit || newer.Commit == failed {
+			continue
+		}
+		logr.FromContextOrDiscard(ctx).Info("newer revision: re-targeting", "revision", short(rev.Commit), "newer", short(newer.Commit))
+		cancel()
+		<-done
+		r.report(ctx, app, st, rev.Commit, CommitFailure, "superseded by "+short(newer.Commit)+" before it was done")
+		return "superseded", nil
+	}
 }
 
 // nextWait is the poll interval, or less when drift correction is due

@@ -428,3 +428,55 @@ func TestRunLeaderElectionHandsOverMidRollout(t *testing.T) {
 		t.Errorf("handover: most unavailable %d (bound 2), %d UIDs, deleted %v", maxUnavailable, nUIDs, deleted)
 	}
 }
+
+// A newer commit during an in-place rollout re-targets it: the Pods not yet
+// updated go straight to the newest images, never more than maxUnavailable
+// down, none recreated.
+func TestRunNewerCommitRetargetsARollout(t *testing.T) {
+	ns := namespace(t)
+	srv := gitserver.New(t, gitserver.DefaultOptions())
+	repo := srv.NewRepo(t, "retarget")
+	repo.Commit(appFiles(ns, "shop:1.0", 12), "1.0")
+	hook := writeTemp(t, "retarget-secret")
+	cfg := fmt.Sprintf(`apiVersion: refit.dev/v1alpha1
+kind: Config
+apps:
+- name: retarget
+  source: {url: %s, usernameFile: %s, passwordFile: %s}
+  path: deploy
+  interval: 1m
+  namespace: %s
+  webhook: {provider: gitea, secretFile: %s}
+`, repo.HTTPURL(), writeTemp(t, srv.Username()), writeTemp(t, srv.Password()), ns, hook)
+	svc := startService(t, nil, "--config", writeTemp(t, cfg), "--grace", "0s")
+	waitFor(t, time.Minute, "12 pods on shop:1.0", func(ctx context.Context) bool { return allPodsOn(ctx, ns, "shop:1.0", 12) })
+	before := waitReadyPods(t, ns, 12, nil)
+
+	fw := watchFleet(t, ns)
+	repo.Commit(appFiles(ns, "shop:1.1", 12), "1.1")
+	sendGiteaHook(t, svc.addr, "retarget", "retarget-secret", repo.HTTPURL())
+	waitFor(t, 30*time.Second, "the first batch on its way to 1.1", func(ctx context.Context) bool { return podsPatched(ctx, ns) >= 2 })
+	repo.Commit(appFiles(ns, "shop:1.2", 12), "1.2")
+	sendGiteaHook(t, svc.addr, "retarget", "retarget-secret", repo.HTTPURL())
+	waitFor(t, 2*time.Minute, "12 pods on shop:1.2", func(ctx context.Context) bool { return allPodsOn(ctx, ns, "shop:1.2", 12) })
+	maxUnavailable, nUIDs, deleted, _ := fw.summary()
+	if maxUnavailable > 2 || nUIDs != 12 || len(deleted) > 0 {
+		t.Errorf("re-targeted rollout: most unavailable %d (bound 2), %d UIDs, deleted %v", maxUnavailable, nUIDs, deleted)
+	}
+	after := waitReadyPods(t, ns, 12, nil)
+	once := 0
+	for _, p := range after {
+		if uidsOf(before)[p.Name] != p.UID {
+			t.Errorf("pod %s replaced", p.Name)
+		}
+		if containerStatus(&p, "shop").RestartCount == 1 {
+			once++ // went from 1.0 straight to 1.2
+		}
+	}
+	if once == 0 {
+		t.Errorf("every pod ran 1.1 first: the newer commit did not re-target the rollout")
+	}
+	if !strings.Contains(svc.out.String(), "re-targeting") {
+		t.Errorf("no re-targeting in the log")
+	}
+}
