@@ -159,6 +159,8 @@ type rolloutCase struct {
 	from, to   string
 	container  string
 	kindToBump string
+	// reported is the image the node reports once updated (default: to).
+	reported string
 }
 
 func runRollout(t *testing.T, tc rolloutCase) (string, inplace.Result) {
@@ -202,10 +204,14 @@ func runRollout(t *testing.T, tc rolloutCase) (string, inplace.Result) {
 	if d := uidsOf(after); fmt.Sprint(d) != fmt.Sprint(uidsOf(before)) {
 		t.Errorf("UIDs changed:\nbefore %v\nafter  %v", uidsOf(before), d)
 	}
+	reported := tc.reported
+	if reported == "" {
+		reported = tc.to
+	}
 	for _, pod := range after {
 		cs := containerStatus(&pod, tc.container)
-		if cs == nil || cs.Image != tc.to || cs.RestartCount != 1 || !cs.Ready {
-			t.Errorf("pod %s: want %s running, restarted once; got %s", pod.Name, tc.to, describePod(&pod))
+		if cs == nil || cs.Image != reported || cs.RestartCount != 1 || !cs.Ready {
+			t.Errorf("pod %s: want %s running, restarted once; got %s", pod.Name, reported, describePod(&pod))
 		}
 	}
 	return ns, res
@@ -373,5 +379,37 @@ spec:
 	}
 	if touched > 2 {
 		t.Errorf("%d pods were restarted: the rollout must stop after the first batch (2)", touched)
+	}
+}
+
+// The runtime spells the image its own way ("docker.io/library/app:2"
+// for "app:2") and the new tag is a retag of the same digest (the imageID
+// does not change): neither may hang the rollout. OpenKruise's best-known
+// bug class.
+func TestInPlaceRetagAndRuntimeSpelling(t *testing.T) {
+	const digest = "docker.io/library/app@sha256:1111111111111111111111111111111111111111111111111111111111111111"
+	ns, _ := runRollout(t, rolloutCase{
+		manifest: `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: retag}
+spec:
+  replicas: 4
+  strategy: {rollingUpdate: {maxUnavailable: 2}}
+  selector: {matchLabels: {app: retag}}
+  template:
+    metadata:
+      labels: {app: retag}
+      annotations:
+        kwok.refit.dev/report-image-prefix: docker.io/library/
+        kwok.refit.dev/image-id: docker.io/library/app@sha256:1111111111111111111111111111111111111111111111111111111111111111
+    spec:
+      containers:
+      - {name: app, image: "app:1"}`,
+		pods: 4, bound: 2, from: "app:1", to: "app:stable", container: "app", reported: "docker.io/library/app:stable",
+	})
+	for _, pod := range waitReadyPods(t, ns, 4, nil) {
+		if id := containerStatus(&pod, "app").ImageID; id != digest {
+			t.Errorf("pod %s: imageID %s, want the unchanged %s (a retag)", pod.Name, id, digest)
+		}
 	}
 }
