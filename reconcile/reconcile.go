@@ -292,12 +292,12 @@ func (r *Reconciler) event(c diff.Change, eventType, reason, msg string) {
 // keepGatesOpen opens refit's readiness gate on new Pods of the plan's
 // gated workloads every second until stopped.
 func (r *Reconciler) keepGatesOpen(ctx context.Context, plan *diff.Plan) func() {
-	var gated []*unstructured.Unstructured
+	var workloads []*unstructured.Unstructured // OpenGates skips those without the gate
 	for _, c := range plan.Changes {
 		if c.Desired != nil && diff.IsWorkload(c.Ref.GroupKind()) {
 			obj := c.Desired.DeepCopy()
 			obj.SetNamespace(c.Ref.Namespace)
-			gated = append(gated, obj)
+			workloads = append(workloads, obj)
 		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -307,7 +307,7 @@ func (r *Reconciler) keepGatesOpen(ctx context.Context, plan *diff.Plan) func() 
 		ticker := time.NewTicker(time.Second)
 		defer ticker.Stop()
 		for {
-			for _, obj := range gated {
+			for _, obj := range workloads {
 				_, _ = r.engine.OpenGates(ctx, obj) // retried on the next tick
 			}
 			select {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"time"
 
@@ -23,7 +22,6 @@ import (
 
 	"github.com/refit-gitops/refit/config"
 	"github.com/refit-gitops/refit/reconcile"
-	"github.com/refit-gitops/refit/source"
 )
 
 type runFlags struct {
@@ -162,5 +160,3 @@ func newLogger(w io.Writer, format string, verbosity int) logr.Logger {
 	}
 	return logr.FromSlogHandler(h)
 }
-
-var _ http.Handler = (*source.Receiver)(nil)
