@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -80,16 +81,8 @@ func (f *sourceFlags) sourceOptions() (source.Options, error) {
 	if opts.Auth.BearerToken == "" {
 		opts.Auth.BearerToken = os.Getenv("REFIT_GIT_TOKEN")
 	}
-	for _, file := range []struct {
-		name string
-		dst  *[]byte
-	}{{f.sshKey, &opts.Auth.SSHPrivateKey}, {f.knownHosts, &opts.Auth.KnownHosts}} {
-		if file.name == "" {
-			continue
-		}
-		if *file.dst, err = os.ReadFile(file.name); err != nil {
-			return opts, err
-		}
+	if err := readFiles(byteFile{f.sshKey, &opts.Auth.SSHPrivateKey}, byteFile{f.knownHosts, &opts.Auth.KnownHosts}); err != nil {
+		return opts, err
 	}
 	opts.CacheDir = f.cacheDir
 	if opts.CacheDir == "" {
@@ -138,4 +131,44 @@ func (f *kubeFlags) config() (*rest.Config, string, error) {
 		}
 	}
 	return cfg, ns, nil
+}
+
+// A fileRef is a file to read into a value; an empty path reads nothing.
+type fileRef interface{ read() error }
+
+type textFile struct {
+	path string
+	dst  *string // the content, trimmed (a password, a token)
+}
+
+type byteFile struct {
+	path string
+	dst  *[]byte // the content as it is (a key, known_hosts)
+}
+
+func (f textFile) read() error {
+	if f.path == "" {
+		return nil
+	}
+	data, err := os.ReadFile(f.path)
+	*f.dst = strings.TrimSpace(string(data))
+	return err
+}
+
+func (f byteFile) read() error {
+	if f.path == "" {
+		return nil
+	}
+	data, err := os.ReadFile(f.path)
+	*f.dst = data
+	return err
+}
+
+func readFiles(files ...fileRef) error {
+	for _, f := range files {
+		if err := f.read(); err != nil {
+			return err
+		}
+	}
+	return nil
 }

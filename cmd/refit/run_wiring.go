@@ -112,33 +112,10 @@ func (w *appWiring) auth(ctx context.Context, s config.Source) (source.Auth, err
 		auth.Username, auth.Password, auth.BearerToken = string(sec.Data["username"]), string(sec.Data["password"]), string(sec.Data["token"])
 		auth.SSHPrivateKey, auth.KnownHosts = sec.Data["identity"], sec.Data["known_hosts"]
 	}
-	for _, f := range []struct {
-		path string
-		dst  *string
-	}{{s.UsernameFile, &auth.Username}, {s.PasswordFile, &auth.Password}, {s.TokenFile, &auth.BearerToken}} {
-		if f.path == "" {
-			continue
-		}
-		data, err := os.ReadFile(f.path)
-		if err != nil {
-			return auth, err
-		}
-		*f.dst = strings.TrimSpace(string(data))
-	}
-	for _, f := range []struct {
-		path string
-		dst  *[]byte
-	}{{s.SSHKeyFile, &auth.SSHPrivateKey}, {s.KnownHostsFile, &auth.KnownHosts}} {
-		if f.path == "" {
-			continue
-		}
-		data, err := os.ReadFile(f.path)
-		if err != nil {
-			return auth, err
-		}
-		*f.dst = data
-	}
-	return auth, nil
+	err := readFiles(
+		textFile{s.UsernameFile, &auth.Username}, textFile{s.PasswordFile, &auth.Password}, textFile{s.TokenFile, &auth.BearerToken},
+		byteFile{s.SSHKeyFile, &auth.SSHPrivateKey}, byteFile{s.KnownHostsFile, &auth.KnownHosts})
+	return auth, err
 }
 
 // secret reads one value from a Secret key (default key def) or a file.
