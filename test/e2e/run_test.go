@@ -480,3 +480,39 @@ apps:
 		t.Errorf("no re-targeting in the log")
 	}
 }
+
+// A flood of webhooks for one push is one poll and one reconciliation; the
+// service keeps answering.
+func TestRunWebhookFloodIsOneReconciliation(t *testing.T) {
+	ns := namespace(t)
+	srv := gitserver.New(t, gitserver.DefaultOptions())
+	repo := srv.NewRepo(t, "flood")
+	repo.Commit(appFiles(ns, "shop:1.0", 2), "1.0")
+	cfg := fmt.Sprintf(`apiVersion: refit.dev/v1alpha1
+kind: Config
+apps:
+- name: flood
+  source: {url: %s, usernameFile: %s, passwordFile: %s}
+  path: deploy
+  interval: 10m
+  namespace: %s
+  webhook: {provider: gitea, secretFile: %s}
+`, repo.HTTPURL(), writeTemp(t, srv.Username()), writeTemp(t, srv.Password()), ns, writeTemp(t, "flood-secret"))
+	svc := startService(t, nil, "--config", writeTemp(t, cfg), "--grace", "0s")
+	waitFor(t, time.Minute, "2 pods on shop:1.0", func(ctx context.Context) bool { return allPodsOn(ctx, ns, "shop:1.0", 2) })
+	successes := func() string { return grepLines(svc.metrics(t), `refit_reconciles_total{app="flood",result="success"}`) }
+	waitFor(t, time.Minute, "the first deploy reported a success", func(context.Context) bool { return strings.HasSuffix(successes(), " 1") })
+	repo.Commit(appFiles(ns, "shop:1.1", 2), "1.1")
+	var wg sync.WaitGroup
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); sendGiteaHook(t, svc.addr, "flood", "flood-secret", repo.HTTPURL()) }()
+	}
+	wg.Wait()
+	waitFor(t, time.Minute, "2 pods on shop:1.1", func(ctx context.Context) bool { return allPodsOn(ctx, ns, "shop:1.1", 2) })
+	waitFor(t, time.Minute, "the push reconciled", func(context.Context) bool { return !strings.HasSuffix(successes(), " 1") })
+	time.Sleep(2 * time.Second)
+	if got := successes(); !strings.HasSuffix(got, " 2") {
+		t.Errorf("200 hooks for one push: %q, want exactly one more reconciliation (2 in all)", got)
+	}
+}
