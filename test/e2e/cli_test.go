@@ -53,7 +53,12 @@ func refit(t *testing.T) string {
 // and exit code.
 func runRefitCLI(t *testing.T, ns string, args ...string) (string, int) {
 	t.Helper()
-	cmd := exec.Command(refit(t), append(args, "--kubeconfig", bed.Kubeconfig, "-n", ns)...)
+	return runCmd(t, exec.Command(refit(t), append(args, "--kubeconfig", bed.Kubeconfig, "-n", ns)...))
+}
+
+// runCmd runs cmd and returns its combined output and exit code.
+func runCmd(t *testing.T, cmd *exec.Cmd) (string, int) {
+	t.Helper()
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
@@ -63,10 +68,9 @@ func runRefitCLI(t *testing.T, ns string, args ...string) (string, int) {
 		return out.String(), 0
 	case errors.As(err, &exit):
 		return out.String(), exit.ExitCode()
-	default:
-		t.Fatalf("run refit: %v", err)
-		return "", -1
 	}
+	t.Fatalf("run %s: %v", cmd.Path, err)
+	return "", -1
 }
 
 func writeManifests(t *testing.T, dir, content string) {

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"debug/elf"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -554,19 +553,7 @@ rules:
 // refitAsSA runs the refit CLI with the ServiceAccount's kubeconfig.
 func refitAsSA(t *testing.T, kubeconfig, ns string, args ...string) (string, int) {
 	t.Helper()
-	cmd := exec.Command(refit(t), append(args, "--kubeconfig", kubeconfig, "-n", ns, "--app", ns)...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	var exit *exec.ExitError
-	switch {
-	case err == nil:
-		return out.String(), 0
-	case errors.As(err, &exit):
-		return out.String(), exit.ExitCode()
-	}
-	t.Fatalf("run refit: %v", err)
-	return "", -1
+	return runCmd(t, exec.Command(refit(t), append(args, "--kubeconfig", kubeconfig, "-n", ns, "--app", ns)...))
 }
 
 // readyPods returns the namespace's Pods (name → UID and first container's

@@ -500,7 +500,9 @@ apps:
 `, repo.HTTPURL(), writeTemp(t, srv.Username()), writeTemp(t, srv.Password()), ns, writeTemp(t, "flood-secret"))
 	svc := startService(t, nil, "--config", writeTemp(t, cfg), "--grace", "0s")
 	waitFor(t, time.Minute, "2 pods on shop:1.0", func(ctx context.Context) bool { return allPodsOn(ctx, ns, "shop:1.0", 2) })
-	successes := func() string { return grepLines(svc.metrics(t), `refit_reconciles_total{app="flood",result="success"}`) }
+	successes := func() string {
+		return grepLines(svc.metrics(t), `refit_reconciles_total{app="flood",result="success"}`)
+	}
 	waitFor(t, time.Minute, "the first deploy reported a success", func(context.Context) bool { return strings.HasSuffix(successes(), " 1") })
 	repo.Commit(appFiles(ns, "shop:1.1", 2), "1.1")
 	var wg sync.WaitGroup
