@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
+	"k8s.io/utils/ptr"
 )
 
 // FieldManager is the server-side-apply field manager refit writes with.
@@ -398,14 +399,12 @@ func (p *Planner) dryRunApply(ctx context.Context, it planned) (*unstructured.Un
 		return nil, err
 	}
 	merged, err := p.client.Resource(it.mapping.Resource).Namespace(it.ref.Namespace).Patch(ctx, it.ref.Name, types.ApplyPatchType, data,
-		metav1.PatchOptions{FieldManager: FieldManager, Force: ptrTrue(), DryRun: []string{metav1.DryRunAll}})
+		metav1.PatchOptions{FieldManager: FieldManager, Force: ptr.To(true), DryRun: []string{metav1.DryRunAll}})
 	if err != nil {
 		return nil, fmt.Errorf("server-side dry-run: %w", err)
 	}
 	return merged, nil
 }
-
-func ptrTrue() *bool { t := true; return &t }
 
 // planDeletes plans the removal of objects refit applied before that are no
 // longer in Git and still exist.

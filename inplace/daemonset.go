@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 
@@ -137,19 +138,13 @@ func (d *daemonSet) newestRevisionHash(ctx context.Context, ds *appsv1.DaemonSet
 
 // daemonSetBound resolves Git's maxUnavailable (default 1, rounded up).
 func daemonSetBound(desired *unstructured.Unstructured, scheduled int) (int, error) {
+	var ds appsv1.DaemonSet
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(desired.Object, &ds); err != nil {
+		return 0, err
+	}
 	var v *intstr.IntOrString
-	if raw, ok, _ := unstructured.NestedFieldNoCopy(desired.Object, "spec", "updateStrategy", "rollingUpdate", "maxUnavailable"); ok {
-		switch t := raw.(type) {
-		case string:
-			x := intstr.FromString(t)
-			v = &x
-		case int64:
-			x := intstr.FromInt(int(t))
-			v = &x
-		case float64:
-			x := intstr.FromInt(int(t))
-			v = &x
-		}
+	if ru := ds.Spec.UpdateStrategy.RollingUpdate; ru != nil {
+		v = ru.MaxUnavailable
 	}
 	n, err := ResolveMaxUnavailable(v, intstr.FromInt32(1), scheduled, RoundUp)
 	if err != nil {
@@ -177,3 +172,5 @@ func (d *daemonSet) release(ctx context.Context) error {
 	_, err := d.e.applyObject(ctx, daemonSetGVR, d.change.Desired)
 	return err
 }
+
+func (d *daemonSet) previousLabels() map[string]string { return d.rec.Previous }

@@ -244,3 +244,6 @@ func (d *deployment) release(ctx context.Context) error {
 	_, err := d.e.applyObject(ctx, deploymentGVR, d.change.Desired)
 	return err
 }
+
+// The Pods keep their ReplicaSet's pod-template-hash: no label to restore.
+func (d *deployment) previousLabels() map[string]string { return nil }

@@ -124,8 +124,10 @@ type workload interface {
 	// owns tells the workload's current Pods from others matching the selector.
 	owns(pod *corev1.Pod) bool
 	selector() labels.Selector
-	// revisionLabels are written on every patched Pod.
+	// revisionLabels are written on every patched Pod; previousLabels are
+	// the ones a rolled-back Pod gets again.
 	revisionLabels() map[string]string
+	previousLabels() map[string]string
 	maxUnavailable() (int, error)
 	// eligible excludes Pods the rollout must not touch (a StatefulSet's
 	// ordinals below the partition in Git).
@@ -202,11 +204,14 @@ func (e *Engine) Precheck(ctx context.Context, change diff.Change) (string, erro
 	return w.precheck(ctx)
 }
 
-// InProgress reports whether the live workload carries the record of an
-// in-place rollout that has not finished (refit stopped or failed during
-// it): Rollout continues it.
-func (e *Engine) InProgress(ctx context.Context, change diff.Change) bool {
-	_, ok := e.liveRecord(ctx, change)
+// InProgress reports whether the live workload (change.Live, as the plan
+// read it) carries the record of an in-place rollout that has not finished
+// (refit stopped or failed during it): Rollout continues it.
+func InProgress(change diff.Change) bool {
+	if change.Live == nil {
+		return false
+	}
+	_, ok := readRecord(change.Live.GetAnnotations())
 	return ok
 }
 
@@ -336,19 +341,6 @@ func readRecord(ann map[string]string) (rolloutRecord, bool) {
 		return rec, false
 	}
 	return rec, true
-}
-
-// liveRecord reads the rollout record from the live workload.
-func (e *Engine) liveRecord(ctx context.Context, change diff.Change) (rolloutRecord, bool) {
-	gvr, ok := resources[change.Ref.GroupKind()]
-	if !ok {
-		return rolloutRecord{}, false
-	}
-	live, err := e.dyn.Resource(gvr).Namespace(change.Ref.Namespace).Get(ctx, change.Ref.Name, metav1.GetOptions{})
-	if err != nil {
-		return rolloutRecord{}, false
-	}
-	return readRecord(live.GetAnnotations())
 }
 
 var resources = map[schema.GroupKind]schema.GroupVersionResource{

@@ -46,3 +46,5 @@ func (p *barePod) progressDeadline() time.Duration   { return 0 }
 func (p *barePod) check(context.Context) error       { return nil }
 func (p *barePod) release(context.Context) error     { return nil }
 func (p *barePod) prepare(context.Context) error     { return nil }
+
+func (p *barePod) previousLabels() map[string]string { return nil }

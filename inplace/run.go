@@ -30,8 +30,10 @@ type run struct {
 	pending map[string]bool // patched by this run, not yet seen so by the cache
 	batch   int
 
-	pdbAllowed int // cached for a second: passes run on every Pod event
-	pdbRead    time.Time
+	// pdbAllowed and the workload's check are read from the API server at
+	// most once a second (slowRead), not on every pass.
+	pdbAllowed int
+	slowRead   time.Time
 	// lastProgress is when a Pod last finished (or the rollout started).
 	lastProgress time.Time
 }
@@ -97,14 +99,23 @@ const passGap = 20 * time.Millisecond
 // failure, or patch the next batch. It is level-based: everything it needs
 // is on the objects, so a restarted refit simply runs passes again.
 func (r *run) pass(ctx context.Context) (bool, error) {
-	if err := r.w.check(ctx); err != nil {
-		return true, r.fail(ctx, "", err.Error())
-	}
 	all, err := r.lister()
 	if err != nil {
 		return false, err
 	}
 	now := r.e.now()
+	// Passes run on every burst of Pod events; what is read from the API
+	// server rather than the Pod cache is read at most once a second.
+	if now.Sub(r.slowRead) > time.Second {
+		if err := r.w.check(ctx); err != nil {
+			r.fail(ctx, "", err.Error())
+			return true, nil
+		}
+		if r.pdbAllowed, err = r.e.disruptionsAllowed(ctx, r.change.Ref.Namespace, all); err != nil {
+			return false, err
+		}
+		r.slowRead = now
+	}
 	maxUnavailable, err := r.w.maxUnavailable()
 	if err != nil {
 		return false, err
@@ -136,13 +147,15 @@ func (r *run) pass(ctx context.Context) (bool, error) {
 			continue
 		}
 		if phase == PhaseFailed {
-			return true, r.fail(ctx, pod.Name, reason)
+			r.fail(ctx, pod.Name, reason)
+			return true, nil
 		}
 		// A patched Pod is counted down from the patch on, before the
 		// kubelet has even killed its container: it is about to go down.
 		// So is one patched for an earlier target (a re-targeted rollout)
 		// whose restart has not happened yet.
-		available := PodAvailable(pod, r.w.minReadySeconds(), now) && phase != PhaseRestarting && !RestartPending(pod)
+		available := PodAvailable(pod, r.w.minReadySeconds(), now) && phase != PhaseRestarting &&
+			!(phase == PhaseOld && RestartPending(pod))
 		if phase == PhaseDone && r.gate && !gateTrue(pod) && podContainersReady(pod) {
 			// The new images run: open the gate (also on new Pods).
 			if err := r.e.setGate(ctx, pod, corev1.ConditionTrue); err != nil {
@@ -177,7 +190,8 @@ func (r *run) pass(ctx context.Context) (bool, error) {
 		// A Pod that never becomes available for a reason of its own (no
 		// room for a recreated Pod, a failing probe) must not hang the
 		// rollout: no Pod finished within the deadline.
-		return true, r.fail(ctx, "", fmt.Sprintf("no Pod finished updating within the progress deadline of %s (%d of %d done)", deadline, done, len(candidates)))
+		r.fail(ctx, "", fmt.Sprintf("no Pod finished updating within the progress deadline of %s (%d of %d done)", deadline, done, len(candidates)))
+		return true, nil
 	}
 	if done == len(candidates) && len(r.pending) == 0 {
 		if err := r.w.release(ctx); err != nil {
@@ -186,12 +200,6 @@ func (r *run) pass(ctx context.Context) (bool, error) {
 		r.res.Outcome = Succeeded
 		r.report(unavailable, maxUnavailable, nil)
 		return true, nil
-	}
-	if now.Sub(r.pdbRead) > time.Second {
-		if r.pdbAllowed, err = r.e.disruptionsAllowed(ctx, r.change.Ref.Namespace, all); err != nil {
-			return false, err
-		}
-		r.pdbRead = now
 	}
 	batch := SelectBatch(candidates, maxUnavailable, r.pdbAllowed)
 	if len(batch) == 0 {
@@ -238,9 +246,7 @@ func (r *run) patchBatch(ctx context.Context, batch []string, pods map[string]*c
 		case apierrors.IsForbidden(err):
 			// Admission (AlwaysPullImages, Pod Security, an image policy
 			// webhook) refuses the update.
-			if ferr := r.fail(ctx, name, "the API server refused the image patch: "+err.Error()); ferr != nil {
-				return ferr
-			}
+			r.fail(ctx, name, "the API server refused the image patch: "+err.Error())
 			return errStopped
 		case err != nil:
 			return fmt.Errorf("pod %s/%s: patch images: %w", pod.Namespace, pod.Name, err)
@@ -265,7 +271,7 @@ var errStopped = errors.New("rollout stopped")
 // refit.dev/rollback: auto the patched Pods go back to their old images. The
 // controller's hold stays in place, so it does not roll out the failing
 // template either.
-func (r *run) fail(ctx context.Context, pod, reason string) error {
+func (r *run) fail(ctx context.Context, pod, reason string) {
 	r.res.Outcome, r.res.FailedPod, r.res.Reason = Failed, pod, reason
 	if r.change.Desired.GetAnnotations()[RollbackAnnotation] == "auto" {
 		n, err := r.rollback(ctx)
@@ -274,7 +280,6 @@ func (r *run) fail(ctx context.Context, pod, reason string) error {
 			r.res.Reason += "; rollback: " + err.Error()
 		}
 	}
-	return nil
 }
 
 func (r *run) rollback(ctx context.Context) (int, error) {
@@ -282,7 +287,6 @@ func (r *run) rollback(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	rec, _ := r.e.liveRecord(ctx, r.change)
 	n := 0
 	for _, pod := range pods {
 		if !r.w.owns(pod) || !r.target.SpecAtTarget(pod) {
@@ -292,7 +296,7 @@ func (r *run) rollback(ctx context.Context) (int, error) {
 		if !ok || state.Revision != r.target.Revision {
 			continue
 		}
-		patch, err := RevertPatch(pod, state, rec.Previous, r.e.now())
+		patch, err := RevertPatch(pod, state, r.w.previousLabels(), r.e.now())
 		if err != nil {
 			return n, err
 		}

@@ -148,3 +148,5 @@ func (s *statefulSet) release(ctx context.Context) error {
 	_, err := s.e.applyObject(ctx, statefulSetGVR, s.change.Desired)
 	return err
 }
+
+func (s *statefulSet) previousLabels() map[string]string { return s.rec.Previous }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/refit-gitops/refit/inplace"
 	"github.com/refit-gitops/refit/source"
 )
 
@@ -50,11 +51,10 @@ type App struct {
 // appState is what the loop remembers between passes. Everything else is
 // re-derived from Git and the cluster.
 type appState struct {
-	applied    string // last commit applied (healthy or not)
-	failed     string // last commit that cannot be applied (a bad commit)
-	lastSync   time.Time
-	failures   int // consecutive transient failures, for the backoff
-	lastStatus CommitState
+	applied  string // last commit applied (healthy or not)
+	failed   string // last commit that cannot be applied (a bad commit)
+	lastSync time.Time
+	failures int // consecutive transient failures, for the backoff
 }
 
 // RunApp keeps one app in sync until ctx ends: a cheap poll every
@@ -156,7 +156,7 @@ func (r *Reconciler) syncUnlessSuperseded(ctx context.Context, app App, rev sour
 		logr.FromContextOrDiscard(ctx).Info("newer revision: re-targeting", "revision", short(rev.Commit), "newer", short(newer.Commit))
 		cancel()
 		<-done
-		r.report(ctx, app, st, rev.Commit, CommitFailure, "superseded by "+short(newer.Commit)+" before it was done")
+		r.report(ctx, app, rev.Commit, CommitFailure, "superseded by "+short(newer.Commit)+" before it was done")
 		return "superseded", nil
 	}
 }
@@ -172,7 +172,7 @@ func (r *Reconciler) sync(ctx context.Context, app App, rev source.Revision, new
 	log := logr.FromContextOrDiscard(ctx).WithValues("revision", short(rev.Commit))
 	if newCommit {
 		log.Info("new revision", "message", firstLine(rev.Message))
-		r.report(ctx, app, st, rev.Commit, CommitPending, "refit is applying "+short(rev.Commit))
+		r.report(ctx, app, rev.Commit, CommitPending, "refit is applying "+short(rev.Commit))
 	}
 	plan, err := r.Plan(ctx, rev.Dir, app.Options)
 	if err == nil {
@@ -191,17 +191,17 @@ func (r *Reconciler) sync(ctx context.Context, app App, rev source.Revision, new
 	case err == nil:
 		st.applied = rev.Commit
 		r.metrics.revision(app.Name, rev.Commit)
-		r.report(ctx, app, st, rev.Commit, CommitSuccess, "applied and healthy")
+		r.report(ctx, app, rev.Commit, CommitSuccess, "applied and healthy")
 		return "success", nil
 	case IsBadCommit(err):
 		st.failed = rev.Commit
-		r.report(ctx, app, st, rev.Commit, CommitFailure, err.Error())
+		r.report(ctx, app, rev.Commit, CommitFailure, err.Error())
 		return "bad-commit", err
 	case isOutcomeFailure(err):
 		// Applied, but a rollout failed or is unhealthy: report it and look
 		// again at the drift interval, not in a tight loop.
 		st.applied = rev.Commit
-		r.report(ctx, app, st, rev.Commit, CommitFailure, err.Error())
+		r.report(ctx, app, rev.Commit, CommitFailure, err.Error())
 		return "failure", err
 	default:
 		return "transient-error", err
@@ -216,7 +216,7 @@ func (e *rolloutError) Error() string { return e.msg }
 func rolloutFailure(res *Result) error {
 	var parts []string
 	for _, ro := range res.Rollouts {
-		if ro.Outcome != "Succeeded" {
+		if ro.Outcome != inplace.Succeeded {
 			parts = append(parts, fmt.Sprintf("%s: %s", ro.Ref, describe(ro)))
 		}
 	}
@@ -231,15 +231,13 @@ func isOutcomeFailure(err error) bool {
 	return errors.As(err, &ro) || isHealthError(err)
 }
 
-func (r *Reconciler) report(ctx context.Context, app App, st *appState, commit string, state CommitState, desc string) {
+func (r *Reconciler) report(ctx context.Context, app App, commit string, state CommitState, desc string) {
 	if app.Status == nil {
 		return
 	}
 	if err := app.Status.Report(ctx, commit, state, desc); err != nil {
 		logr.FromContextOrDiscard(ctx).Error(err, "commit status not reported", "state", string(state))
-		return
 	}
-	st.lastStatus = state
 }
 
 // backoff doubles the wait after each consecutive transient failure, from 1

@@ -162,9 +162,12 @@ func (r *Result) Failed() bool {
 // earlier refit left unfinished, and keeps refit's readiness gate open on
 // new Pods of gated workloads while it runs.
 func (r *Reconciler) Apply(ctx context.Context, plan *diff.Plan, opts Options) (*Result, error) {
+	var logMu sync.Mutex // rollouts run concurrently and share opts.Log
 	logf := func(format string, args ...any) {
 		if opts.Log != nil {
+			logMu.Lock()
 			fmt.Fprintf(opts.Log, format+"\n", args...)
+			logMu.Unlock()
 		}
 	}
 	var rollouts []diff.Change
@@ -172,7 +175,7 @@ func (r *Reconciler) Apply(ctx context.Context, plan *diff.Plan, opts Options) (
 		switch {
 		case c.Path == diff.PathInPlace:
 			rollouts = append(rollouts, c)
-		case c.Action == diff.Unchanged && diff.IsWorkload(c.Ref.GroupKind()) && r.engine.InProgress(ctx, c):
+		case c.Action == diff.Unchanged && diff.IsWorkload(c.Ref.GroupKind()) && inplace.InProgress(c):
 			logf("%s: continuing an unfinished in-place rollout", c.Ref)
 			rollouts = append(rollouts, c)
 		}
@@ -230,10 +233,8 @@ func (r *Reconciler) Apply(ctx context.Context, plan *diff.Plan, opts Options) (
 		}()
 	}
 	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return res, err
-		}
+	if err := errors.Join(errs...); err != nil {
+		return res, err
 	}
 	return res, healthErr
 }

@@ -84,15 +84,21 @@ func (f *sourceFlags) sourceOptions() (source.Options, error) {
 	if err := readFiles(byteFile{f.sshKey, &opts.Auth.SSHPrivateKey}, byteFile{f.knownHosts, &opts.Auth.KnownHosts}); err != nil {
 		return opts, err
 	}
-	opts.CacheDir = f.cacheDir
-	if opts.CacheDir == "" {
-		base, err := os.UserCacheDir()
-		if err != nil {
-			return opts, fmt.Errorf("cache dir: %w (set --cache-dir)", err)
-		}
-		opts.CacheDir = filepath.Join(base, "refit", "sources")
+	opts.CacheDir, err = sourcesCacheDir(f.cacheDir)
+	return opts, err
+}
+
+// sourcesCacheDir is --cache-dir, or refit/sources in the user's cache.
+// Pollers key their trees by URL and ref, so apps can share it.
+func sourcesCacheDir(flag string) (string, error) {
+	if flag != "" {
+		return flag, nil
 	}
-	return opts, nil
+	base, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("cache dir: %w (set --cache-dir)", err)
+	}
+	return filepath.Join(base, "refit", "sources"), nil
 }
 
 // kubeFlags are kubectl's connection flags.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -89,16 +88,8 @@ func (w *appWiring) sourceOptions(ctx context.Context, a config.App) (source.Opt
 	if err != nil {
 		return opts, err
 	}
-	// The poller keys its cache by URL and ref: apps can share the folder.
-	opts.CacheDir = w.cacheDir
-	if opts.CacheDir == "" {
-		base, err := os.UserCacheDir()
-		if err != nil {
-			return opts, fmt.Errorf("cache dir: %w (set --cache-dir)", err)
-		}
-		opts.CacheDir = filepath.Join(base, "refit", "sources")
-	}
-	return opts, nil
+	opts.CacheDir, err = sourcesCacheDir(w.cacheDir)
+	return opts, err
 }
 
 // auth reads Git credentials from the app's Secret and files.

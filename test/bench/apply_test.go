@@ -29,6 +29,7 @@ import (
 	"github.com/refit-gitops/refit/apply"
 	"github.com/refit-gitops/refit/diff"
 	"github.com/refit-gitops/refit/test/cluster"
+	"github.com/refit-gitops/refit/test/toolcache"
 )
 
 // TestApplyVersusKubectl applies the same tree of 1,000 objects (ConfigMaps
@@ -167,7 +168,7 @@ func runKubectl(t *testing.T, bed *cluster.Cluster, kubectl, cacheDir, tree, run
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("kubectl apply: %v\n%s", err, lastLines(stderr.String(), 20))
+		t.Fatalf("kubectl apply: %v\n%s", err, toolcache.LastLines(stderr.String(), 20))
 	}
 	row := applyRow{run: run, tool: "kubectl apply --server-side", wall: time.Since(start)}
 	sc := bufio.NewScanner(&stderr)
@@ -180,7 +181,7 @@ func runKubectl(t *testing.T, bed *cluster.Cluster, kubectl, cacheDir, tree, run
 		countRequest(&row, m[1], strings.Contains(m[2], "dryRun="))
 	}
 	if row.total() == 0 {
-		t.Fatalf("no request lines in kubectl's -v=6 log:\n%s", lastLines(stderr.String(), 20))
+		t.Fatalf("no request lines in kubectl's -v=6 log:\n%s", toolcache.LastLines(stderr.String(), 20))
 	}
 	return row
 }
@@ -271,12 +272,4 @@ func settleDeployments(t *testing.T, bed *cluster.Cluster, ns string, n int) {
 	if err != nil {
 		t.Fatalf("%s: %d of %d Deployments available after 5m", ns, ready, n)
 	}
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
