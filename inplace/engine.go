@@ -98,6 +98,7 @@ type Engine struct {
 	client kubernetes.Interface
 	dyn    dynamic.Interface
 	now    func() time.Time
+	busy   *busyPods
 }
 
 // New returns an Engine for the cluster cfg points at.
@@ -110,7 +111,7 @@ func New(cfg *rest.Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Engine{client: client, dyn: dyn, now: time.Now}, nil
+	return &Engine{client: client, dyn: dyn, now: time.Now, busy: newBusyPods()}, nil
 }
 
 // workload is what differs between kinds: how to hold the controller's own
