@@ -27,6 +27,9 @@ type stage struct {
 		Delay *struct {
 			DurationMilliseconds int64 `json:"durationMilliseconds"`
 		} `json:"delay"`
+		Next struct {
+			StatusTemplate string `json:"statusTemplate"`
+		} `json:"next"`
 	} `json:"spec"`
 }
 
@@ -84,6 +87,24 @@ func TestRenderStages(t *testing.T) {
 	}
 	if !found {
 		t.Error("pod-start does not test images against the bad-image pattern")
+	}
+}
+
+// The Stages that act on a Pod's spec report the generation they acted on,
+// as the kubelet does; the back-off Stage, which only moves an earlier
+// pull's state on, must not claim a newer one.
+func TestStagesReportObservedGeneration(t *testing.T) {
+	stages := renderedStages(t, DefaultOptions())
+	const line = "{{ with .metadata.generation }}observedGeneration: {{ . }}{{ end }}"
+	for _, name := range []string{"pod-create", "pod-start", "pod-image-pull-error", "pod-container-kill", "pod-container-restart"} {
+		if !strings.Contains(stages[name].Spec.Next.StatusTemplate, line) {
+			t.Errorf("stage %s does not write status.observedGeneration from metadata.generation", name)
+		}
+	}
+	for _, name := range []string{"pod-image-pull-backoff", "pod-ready-recompute"} {
+		if strings.Contains(stages[name].Spec.Next.StatusTemplate, "observedGeneration") {
+			t.Errorf("stage %s writes status.observedGeneration: it does not act on the spec", name)
+		}
 	}
 }
 
