@@ -27,6 +27,10 @@ unit: ## Unit tests (no cluster).
 e2e: tools ## End-to-end tests on the local cluster.
 	$(GO) test -tags e2e -count=1 -p 1 -timeout $(E2E_TIMEOUT) ./test/e2e/...
 
+.PHONY: chaos
+chaos: tools ## SIGKILL refit at random points of >= 20 in-place rollouts (REFIT_CHAOS_SEED=N replays one run's choices).
+	REFIT_CHAOS=1 $(GO) test -tags e2e -count=1 -timeout 30m -run '^TestChaos$$' -v ./test/e2e/
+
 .PHONY: tools
 tools: ## Build and cache the test binaries (kube-*, etcd, kwok, Gitea) if missing.
 	$(GO) run ./test/cmd/refit-cluster tools

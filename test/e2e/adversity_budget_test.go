@@ -1,0 +1,1085 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/util/retry"
+
+	"github.com/refit-gitops/refit/inplace"
+)
+
+// Issue 10, cases 8, 11, 13, 14 and 15: the budget of StatefulSets and
+// DaemonSets as upstream counts it, a partition in Git, stale Pod state, and
+// the smaller ones (annotations of other tools, a scale mid-rollout, a bare
+// Pod without labels). Every test drives the refit binary as a user does and
+// asserts the bound and the Pod UIDs from a watch.
+
+// podGroup is a set of Pods whose unavailability is bounded: one workload's,
+// or a PodDisruptionBudget's. Unavailable counts the Pods the group should
+// have and has not available (not Ready, being deleted, or missing), as the
+// workload controllers and the disruption controller count them.
+type podGroup struct {
+	name     string
+	selector labels.Selector
+	want     int // Pods (or, perNode, nodes) the group should have
+	bound    int
+	// perNode counts nodes instead of Pods, as the DaemonSet controller
+	// does: a node that should run a Pod and has no available one is
+	// unavailable.
+	perNode bool
+
+	worst   int
+	worstAt string
+}
+
+// groupOf is a group of want Pods matching selector (a label selector in
+// kubectl's syntax) of which at most bound may be unavailable.
+func groupOf(t *testing.T, name, selector string, want, bound int) *podGroup {
+	t.Helper()
+	sel, err := labels.Parse(selector)
+	if err != nil {
+		t.Fatalf("group %s: selector %q: %v", name, selector, err)
+	}
+	return &podGroup{name: name, selector: sel, want: want, bound: bound}
+}
+
+// boundWatch follows every Pod of a namespace from a watch, from a listing
+// on: per group the most unavailable at once, and per Pod what happened to
+// it (created, deleted, taken down while not being deleted, its images
+// changed in place).
+type boundWatch struct {
+	w    watch.Interface
+	done chan struct{}
+
+	mu      sync.Mutex
+	groups  []*podGroup
+	pods    map[types.UID]*corev1.Pod // the latest state of every Pod not yet deleted
+	first   map[types.UID]*corev1.Pod // as first seen
+	created []string                  // Pods first seen after the listing
+	deleted map[types.UID]string      // Pods being deleted or gone
+	downed  map[string]bool           // Ready, then not Ready without being deleted
+	events  int
+}
+
+func watchBound(t *testing.T, ns string, groups ...*podGroup) *boundWatch {
+	t.Helper()
+	list, err := bed.Client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatalf("list pods of %s: %v", ns, err)
+	}
+	bw := &boundWatch{done: make(chan struct{}), groups: groups, pods: map[types.UID]*corev1.Pod{},
+		first: map[types.UID]*corev1.Pod{}, deleted: map[types.UID]string{}, downed: map[string]bool{}}
+	for i := range list.Items {
+		bw.first[list.Items[i].UID] = &list.Items[i]
+		bw.observe(watch.Added, &list.Items[i])
+	}
+	bw.w, err = bed.Client.CoreV1().Pods(ns).Watch(context.Background(), metav1.ListOptions{ResourceVersion: list.ResourceVersion})
+	if err != nil {
+		t.Fatalf("watch pods of %s: %v", ns, err)
+	}
+	go func() {
+		defer close(bw.done)
+		for ev := range bw.w.ResultChan() {
+			if pod, ok := ev.Object.(*corev1.Pod); ok {
+				bw.observe(ev.Type, pod)
+			}
+		}
+	}()
+	t.Cleanup(bw.stop)
+	return bw
+}
+
+func (bw *boundWatch) observe(typ watch.EventType, pod *corev1.Pod) {
+	bw.mu.Lock()
+	defer bw.mu.Unlock()
+	bw.events++
+	prev, known := bw.pods[pod.UID]
+	if _, seen := bw.first[pod.UID]; !seen {
+		bw.first[pod.UID] = pod
+		bw.created = append(bw.created, pod.Name)
+	}
+	switch {
+	case typ == watch.Deleted:
+		delete(bw.pods, pod.UID)
+		bw.deleted[pod.UID] = pod.Name
+	default:
+		if pod.DeletionTimestamp != nil {
+			bw.deleted[pod.UID] = pod.Name
+		}
+		if known && podReady(prev) && !podReady(pod) && pod.DeletionTimestamp == nil {
+			bw.downed[pod.Name] = true
+		}
+		bw.pods[pod.UID] = pod
+	}
+	for _, g := range bw.groups {
+		if n := bw.unavailableLocked(g); n > g.worst {
+			g.worst = n
+			g.worstAt = fmt.Sprintf("%s %s", time.Now().Format("15:04:05.000"), pod.Name)
+		}
+	}
+}
+
+// unavailableLocked is what the group is short of available Pods (or nodes).
+func (bw *boundWatch) unavailableLocked(g *podGroup) int {
+	available, nodes := 0, map[string]bool{}
+	for _, p := range bw.pods {
+		if p.DeletionTimestamp != nil || !podReady(p) || !g.selector.Matches(labels.Set(p.Labels)) {
+			continue
+		}
+		if g.perNode {
+			nodes[p.Spec.NodeName] = true
+		} else {
+			available++
+		}
+	}
+	if g.perNode {
+		available = len(nodes)
+	}
+	return max(g.want-available, 0)
+}
+
+// rebound gives a group a new size and bound (a scale), and restarts its
+// worst count from what is unavailable now.
+func (bw *boundWatch) rebound(name string, want, bound int) {
+	bw.mu.Lock()
+	defer bw.mu.Unlock()
+	for _, g := range bw.groups {
+		if g.name == name {
+			g.want, g.bound = want, bound
+			g.worst, g.worstAt = bw.unavailableLocked(g), "at the rebound"
+		}
+	}
+}
+
+func (bw *boundWatch) stop() {
+	if bw.w != nil {
+		bw.w.Stop()
+		<-bw.done
+		bw.w = nil
+	}
+}
+
+// boundReport is what a boundWatch saw.
+type boundReport struct {
+	groups  []podGroup
+	created []string
+	deleted []string
+	downed  []string
+	// patched are Pods (same UID) whose container images changed.
+	patched []string
+	events  int
+}
+
+func (bw *boundWatch) report() boundReport {
+	bw.stop()
+	bw.mu.Lock()
+	defer bw.mu.Unlock()
+	r := boundReport{created: bw.created, events: bw.events}
+	for _, name := range bw.deleted {
+		r.deleted = append(r.deleted, name)
+	}
+	sort.Strings(r.deleted)
+	for _, g := range bw.groups {
+		r.groups = append(r.groups, *g)
+	}
+	for name := range bw.downed {
+		r.downed = append(r.downed, name)
+	}
+	sort.Strings(r.downed)
+	for uid, p := range bw.pods {
+		if f := bw.first[uid]; imagesOf(f) != imagesOf(p) {
+			r.patched = append(r.patched, p.Name)
+		}
+	}
+	sort.Strings(r.patched)
+	return r
+}
+
+// assertBounds fails for every group whose worst exceeded its bound.
+func (r boundReport) assertBounds(t *testing.T) {
+	t.Helper()
+	for _, g := range r.groups {
+		t.Logf("%s: at most %d unavailable at once (bound %d)", g.name, g.worst, g.bound)
+		if g.worst > g.bound {
+			t.Errorf("%s: %d unavailable at once (%s), bound %d", g.name, g.worst, g.worstAt, g.bound)
+		}
+	}
+}
+
+// assertNoneReplaced fails if a Pod was created or deleted while watched.
+func (r boundReport) assertNoneReplaced(t *testing.T) {
+	t.Helper()
+	if len(r.created) > 0 || len(r.deleted) > 0 {
+		t.Errorf("pods replaced: created %v, deleted %v; want every Pod updated in place", r.created, r.deleted)
+	}
+}
+
+func imagesOf(pod *corev1.Pod) string {
+	var b strings.Builder
+	for _, c := range pod.Spec.InitContainers {
+		fmt.Fprintf(&b, "%s=%s ", c.Name, c.Image)
+	}
+	for _, c := range pod.Spec.Containers {
+		fmt.Fprintf(&b, "%s=%s ", c.Name, c.Image)
+	}
+	return b.String()
+}
+
+// refitProc is a `refit apply` running in the background, for a test that
+// acts while it runs or kills it.
+type refitProc struct {
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+}
+
+// startApply starts `refit apply` of dir for the app named after the
+// namespace. It is killed when the test ends.
+func startApply(t *testing.T, ns, dir string, extra ...string) *refitProc {
+	t.Helper()
+	args := append([]string{"apply", "--dir", dir, "--app", ns, "--wait", "--kubeconfig", bed.Kubeconfig, "-n", ns}, extra...)
+	p := &refitProc{cmd: exec.Command(refit(t), args...), out: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start refit apply: %v", err)
+	}
+	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() { p.kill() })
+	return p
+}
+
+// kill SIGKILLs the process if it still runs and reports whether it did.
+func (p *refitProc) kill() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+	return true
+}
+
+// exited reports whether the process has ended.
+func (p *refitProc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// finish waits for the process to exit and returns its output and exit code.
+func (p *refitProc) finish(t *testing.T, timeout time.Duration) (string, int) {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		p.kill()
+		t.Fatalf("refit apply still running after %s; output:\n%s", timeout, p.out.String())
+	}
+	return p.out.String(), p.cmd.ProcessState.ExitCode()
+}
+
+// applyDir runs `refit apply --wait` of dir to its end.
+func applyDir(t *testing.T, ns, dir string, extra ...string) (string, int) {
+	t.Helper()
+	return runRefitCLI(t, ns, append([]string{"apply", "--dir", dir, "--app", ns, "--wait"}, extra...)...)
+}
+
+// mustApplyDir applies dir and fails the test unless refit exits 0.
+func mustApplyDir(t *testing.T, ns, dir string, extra ...string) string {
+	t.Helper()
+	out, code := applyDir(t, ns, dir, extra...)
+	if code != 0 {
+		t.Fatalf("refit apply: exit %d\n%s", code, out)
+	}
+	return out
+}
+
+// waitUntil polls cond until it holds, failing with what was expected and
+// the last thing seen.
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func(ctx context.Context) (bool, string)) {
+	t.Helper()
+	var last string
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		ok, seen := cond(ctx)
+		last = seen
+		return ok, nil
+	})
+	if err != nil {
+		t.Fatalf("want %s within %s; last seen: %s", what, timeout, last)
+	}
+}
+
+// holdsFor checks cond every 200 ms for d: the way to prove that nothing
+// happens.
+func holdsFor(t *testing.T, d time.Duration, what string, cond func(ctx context.Context) (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		ok, seen := cond(context.Background())
+		if !ok {
+			t.Fatalf("want %s for %s; %s before the end: %s", what, d, time.Until(deadline).Round(100*time.Millisecond), seen)
+		}
+		if time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// livePods lists the namespace's Pods that are not being deleted, by name.
+func livePods(ctx context.Context, t *testing.T, ns, selector string) []corev1.Pod {
+	t.Helper()
+	list, err := bed.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		t.Fatalf("list pods of %s: %v", ns, err)
+	}
+	var out []corev1.Pod
+	for _, p := range list.Items {
+		if p.DeletionTimestamp == nil {
+			out = append(out, p)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// waitOnImage waits until exactly n Pods matching selector run image in
+// container (spec and status), Running and Ready, and returns them.
+func waitOnImage(t *testing.T, ns, selector string, n int, container, image string, timeout time.Duration) []corev1.Pod {
+	t.Helper()
+	var pods []corev1.Pod
+	waitUntil(t, timeout, fmt.Sprintf("%d pods (%s) Ready on %s", n, selector, image), func(ctx context.Context) (bool, string) {
+		pods = livePods(ctx, t, ns, selector)
+		var off []string
+		for i := range pods {
+			cs := containerStatus(&pods[i], container)
+			if !podReady(&pods[i]) || cs == nil || cs.Image != image || specOf(&pods[i], container) != image {
+				off = append(off, pods[i].Name+": "+describePod(&pods[i]))
+			}
+		}
+		return len(pods) == n && len(off) == 0, fmt.Sprintf("%d pods; not there: %s", len(pods), strings.Join(off, "; "))
+	})
+	return pods
+}
+
+func specOf(pod *corev1.Pod, container string) string {
+	for _, c := range pod.Spec.Containers {
+		if c.Name == container {
+			return c.Image
+		}
+	}
+	return ""
+}
+
+// stateAnnotated counts the Pods carrying refit's in-place state.
+func stateAnnotated(pods []corev1.Pod) int {
+	n := 0
+	for _, p := range pods {
+		if _, ok := p.Annotations[inplace.StateAnnotation]; ok {
+			n++
+		}
+	}
+	return n
+}
+
+// recordOf returns refit's rollout record on a live workload, if any.
+func recordOf(ctx context.Context, ns, kind, name string) (string, bool, error) {
+	gvr, _ := resourceOf(kind)
+	obj, err := dynamic.NewForConfigOrDie(bed.Config).Resource(gvr).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return "", false, fmt.Errorf("get %s %s: %w", kind, name, err)
+	}
+	v, ok := obj.GetAnnotations()[inplace.RolloutAnnotation]
+	return v, ok, nil
+}
+
+// noRecordLeft fails if the workload still carries refit's rollout record.
+func noRecordLeft(t *testing.T, ns, kind, name string) {
+	t.Helper()
+	v, ok, err := recordOf(context.Background(), ns, kind, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok {
+		t.Errorf("%s %s: rollout record left behind: %s", kind, name, v)
+	}
+}
+
+// waitStatefulSetSettled waits until the StatefulSet controller counts
+// updated Pods as Git says it should, with partition back to Git's.
+func waitStatefulSetSettled(t *testing.T, ns, name string, updated int32, partition int32) *appsv1.StatefulSet {
+	t.Helper()
+	var sts *appsv1.StatefulSet
+	waitUntil(t, 30*time.Second, fmt.Sprintf("statefulset %s: %d updated Pods, partition %d", name, updated, partition), func(ctx context.Context) (bool, string) {
+		s, err := bed.Client.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		sts = s
+		p := int32(0)
+		if ru := s.Spec.UpdateStrategy.RollingUpdate; ru != nil && ru.Partition != nil {
+			p = *ru.Partition
+		}
+		return s.Status.ObservedGeneration >= s.Generation && s.Status.UpdatedReplicas == updated && p == partition,
+			fmt.Sprintf("partition %d, updated %d, current %s, update %s", p, s.Status.UpdatedReplicas, s.Status.CurrentRevision, s.Status.UpdateRevision)
+	})
+	return sts
+}
+
+// setContainersReady writes the Pod's container readiness as a kubelet
+// whose readiness probe changed its mind would; the bed recomputes Ready.
+func setContainersReady(t *testing.T, ns, name string, ready bool) {
+	t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		pod, err := bed.Client.CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		for i := range pod.Status.ContainerStatuses {
+			pod.Status.ContainerStatuses[i].Ready = ready
+		}
+		_, err = bed.Client.CoreV1().Pods(ns).UpdateStatus(context.Background(), pod, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("pod %s/%s: set containers ready=%v: %v", ns, name, ready, err)
+	}
+}
+
+// The bed reports status.observedGeneration as the kubelet does: every
+// status written after acting on the spec names the generation acted on,
+// also when one bad image replaces another.
+func TestBedReportsObservedGeneration(t *testing.T) {
+	ns := namespace(t)
+	pod := twoContainerPod(ns, "gen", false)
+	createPod(t, pod)
+	observed := func(gen int64, what string, cond func(*corev1.Pod) bool) {
+		t.Helper()
+		waitPod(t, ns, pod.Name, time.Minute, fmt.Sprintf("%s at observedGeneration %d", what, gen), func(p *corev1.Pod) bool {
+			return p.Generation == gen && p.Status.ObservedGeneration == gen && cond(p)
+		})
+	}
+	waiting := func(reason, image string) func(*corev1.Pod) bool {
+		return func(p *corev1.Pod) bool {
+			cs := containerStatus(p, "app")
+			return cs != nil && cs.Image == image && cs.State.Waiting != nil && (cs.State.Waiting.Reason == reason || reason == "pull" && isPullError(cs.State.Waiting.Reason))
+		}
+	}
+	running := func(image string) func(*corev1.Pod) bool {
+		return func(p *corev1.Pod) bool {
+			cs := containerStatus(p, "app")
+			return podReady(p) && cs != nil && cs.Image == image && cs.State.Running != nil
+		}
+	}
+	observed(1, "Running", running("nginx:1.27"))
+	patchImage(t, ns, pod.Name, 0, "nginx:1.27", "nginx:1.28")
+	observed(2, "the new image running", running("nginx:1.28"))
+	patchImage(t, ns, pod.Name, 0, "nginx:1.28", "nginx:bad")
+	observed(3, "a pull error", waiting("pull", "nginx:bad"))
+	waitPod(t, ns, pod.Name, 30*time.Second, "ImagePullBackOff, still at observedGeneration 3", func(p *corev1.Pod) bool {
+		return waiting("ImagePullBackOff", "nginx:bad")(p) && p.Status.ObservedGeneration == 3
+	})
+	// Another bad image over a failing pull is pulled again: the status
+	// names it, at the new generation.
+	patchImage(t, ns, pod.Name, 0, "nginx:bad", "nginx:does-not-exist")
+	observed(4, "a pull error for the second bad image", waiting("pull", "nginx:does-not-exist"))
+	patchImage(t, ns, pod.Name, 0, "nginx:does-not-exist", "nginx:1.27")
+	observed(5, "the good image running again", running("nginx:1.27"))
+}
+
+// waitPodsWhere waits until exactly n Pods matching selector (not being
+// deleted) satisfy ok, and returns them.
+func waitPodsWhere(t *testing.T, ns, selector string, n int, timeout time.Duration, what string, ok func(*corev1.Pod) bool) []corev1.Pod {
+	t.Helper()
+	var pods []corev1.Pod
+	waitUntil(t, timeout, fmt.Sprintf("%d pods (%s) %s", n, selector, what), func(ctx context.Context) (bool, string) {
+		pods = livePods(ctx, t, ns, selector)
+		var off []string
+		for i := range pods {
+			if !ok(&pods[i]) {
+				off = append(off, pods[i].Name+": "+describePod(&pods[i]))
+			}
+		}
+		return len(pods) == n && len(off) == 0, fmt.Sprintf("%d pods; not there: %s", len(pods), strings.Join(off, "; "))
+	})
+	return pods
+}
+
+// sameUIDs fails for every Pod of after whose UID is not the one it had in
+// before.
+func sameUIDs(t *testing.T, before, after []corev1.Pod) {
+	t.Helper()
+	old := uidsOf(before)
+	for _, p := range after {
+		if old[p.Name] != p.UID {
+			t.Errorf("pod %s: UID %s, was %q: recreated", p.Name, p.UID, old[p.Name])
+		}
+	}
+}
+
+// assertPlanLine runs `refit plan` and checks the line of one object.
+func assertPlanLine(t *testing.T, ns, dir, object string, want, notWant string) {
+	t.Helper()
+	out, code := runRefitCLI(t, ns, "plan", "--dir", dir, "--app", ns)
+	var line string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, object) {
+			line = l
+		}
+	}
+	if code != 2 || !strings.Contains(line, want) || notWant != "" && strings.Contains(line, notWant) {
+		t.Errorf("refit plan: exit %d, %s: want %q%s; got %q\n%s", code, object, want,
+			map[bool]string{true: " and not " + fmt.Sprintf("%q", notWant)}[notWant != ""], line, out)
+	}
+}
+
+const percentStatefulSet = `apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  replicas: 5
+  serviceName: db
+  podManagementPolicy: Parallel
+  ordinals: {start: 5}
+  updateStrategy:
+    type: RollingUpdate
+    rollingUpdate: {maxUnavailable: 30%}
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      containers:
+      - {name: db, image: "db:VERSION"}
+`
+
+// Case 8: a StatefulSet's percentage maxUnavailable rounds down with a
+// minimum of 1, as the StatefulSet controller rounds it (30% of 5 is 1),
+// and Pods numbered from spec.ordinals.start go in place like any others.
+func TestAdversityStatefulSetPercentBudgetAndOrdinals(t *testing.T) {
+	ns, dir := namespace(t), t.TempDir()
+	writeManifests(t, dir, strings.ReplaceAll(percentStatefulSet, "VERSION", "1"))
+	mustApplyDir(t, ns, dir)
+	before := waitOnImage(t, ns, "app=db", 5, "db", "db:1", time.Minute)
+	var names []string
+	for _, p := range before {
+		names = append(names, p.Name)
+	}
+	if got := strings.Join(names, ","); got != "db-5,db-6,db-7,db-8,db-9" {
+		t.Fatalf("pods %s, want db-5 … db-9 (spec.ordinals.start 5)", got)
+	}
+
+	bw := watchBound(t, ns, groupOf(t, "statefulset db (30% of 5)", "app=db", 5, 1))
+	writeManifests(t, dir, strings.ReplaceAll(percentStatefulSet, "VERSION", "2"))
+	assertPlanLine(t, ns, dir, "StatefulSet.apps/"+ns+"/db", "update in place", "")
+	mustApplyDir(t, ns, dir, "--grace", "0s")
+	after := waitOnImage(t, ns, "app=db", 5, "db", "db:2", time.Minute)
+	r := bw.report()
+	r.assertBounds(t)
+	r.assertNoneReplaced(t)
+	sameUIDs(t, before, after)
+	for _, p := range after {
+		if cs := containerStatus(&p, "db"); cs.RestartCount != 1 {
+			t.Errorf("pod %s: restarted %d times, want once (in place)", p.Name, cs.RestartCount)
+		}
+	}
+	waitStatefulSetSettled(t, ns, "db", 5, 0)
+	noRecordLeft(t, ns, "StatefulSet", "db")
+}
+
+const surgeDaemonSet = `apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  updateStrategy:
+    type: RollingUpdate
+    rollingUpdate: {maxUnavailable: 0, maxSurge: 1}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      nodeSelector: {refit.dev/node-type: kwok}
+      containers:
+      - {name: agent, image: "agent:VERSION"}
+`
+
+// Case 11: a DaemonSet that says no Pod may be unavailable (maxUnavailable
+// 0, maxSurge 1) goes the ordinary way: the plan says the Pods are
+// recreated and why, and refit takes no Pod down — every node keeps an
+// available Pod throughout, counted per node as the DaemonSet controller
+// counts it.
+func TestAdversityDaemonSetNoPodMayBeDown(t *testing.T) {
+	ns, dir := namespace(t), t.TempDir()
+	nodes, err := bed.Client.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{LabelSelector: "refit.dev/node-type=kwok"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := len(nodes.Items)
+	writeManifests(t, dir, strings.ReplaceAll(surgeDaemonSet, "VERSION", "1"))
+	mustApplyDir(t, ns, dir)
+	waitOnImage(t, ns, "app=agent", n, "agent", "agent:1", time.Minute)
+
+	g := groupOf(t, "daemonset agent (nodes without an available Pod)", "app=agent", n, 0)
+	g.perNode = true
+	bw := watchBound(t, ns, g)
+	writeManifests(t, dir, strings.ReplaceAll(surgeDaemonSet, "VERSION", "2"))
+	assertPlanLine(t, ns, dir, "DaemonSet.apps/"+ns+"/agent", "Pods recreated", "in place")
+	mustApplyDir(t, ns, dir, "--grace", "0s")
+	after := waitOnImage(t, ns, "app=agent", n, "agent", "agent:2", 2*time.Minute)
+	r := bw.report()
+	r.assertBounds(t)
+	if len(r.downed) > 0 || len(r.patched) > 0 {
+		t.Errorf("refit took Pods down: unready while not deleted %v, images patched in place %v", r.downed, r.patched)
+	}
+	if k := stateAnnotated(after); k > 0 {
+		t.Errorf("%d pods carry refit's in-place state: want none patched", k)
+	}
+	noRecordLeft(t, ns, "DaemonSet", "agent")
+}
+
+const partitionStatefulSet = `apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: web}
+spec:
+  replicas: 5
+  serviceName: web
+  podManagementPolicy: Parallel
+  updateStrategy:
+    type: RollingUpdate
+    rollingUpdate: {partition: 2, maxUnavailable: 2}
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - {name: web, image: "web:VERSION"}
+`
+
+// Case 13: a partition in Git is honoured as upstream honours it — only
+// ordinals at or above it move — and the bump after that still goes in
+// place (a StatefulSet whose current and update revisions differ because
+// of its own partition is not a rollout in progress).
+func TestAdversityStatefulSetPartitionInGit(t *testing.T) {
+	ns, dir := namespace(t), t.TempDir()
+	manifest := func(v string) string { return strings.ReplaceAll(partitionStatefulSet, "VERSION", v) }
+	writeManifests(t, dir, manifest("1"))
+	mustApplyDir(t, ns, dir)
+	before := waitOnImage(t, ns, "app=web", 5, "web", "web:1", time.Minute)
+	bw := watchBound(t, ns, groupOf(t, "statefulset web", "app=web", 5, 2))
+
+	// want: ordinals >= 2 on image, restarted restarts times; 0 and 1 untouched.
+	settled := func(image string, restarts int32) func(*corev1.Pod) bool {
+		return func(p *corev1.Pod) bool {
+			cs := containerStatus(p, "web")
+			if cs == nil || !podReady(p) {
+				return false
+			}
+			if p.Name == "web-0" || p.Name == "web-1" {
+				return cs.Image == "web:1" && specOf(p, "web") == "web:1" && cs.RestartCount == 0
+			}
+			return cs.Image == image && specOf(p, "web") == image && cs.RestartCount == restarts
+		}
+	}
+	for i, v := range []string{"2", "3"} {
+		writeManifests(t, dir, manifest(v))
+		assertPlanLine(t, ns, dir, "StatefulSet.apps/"+ns+"/web", "update in place", "")
+		mustApplyDir(t, ns, dir, "--grace", "0s")
+		waitPodsWhere(t, ns, "app=web", 5, time.Minute, "web-2…4 on web:"+v+" in place, web-0 and web-1 untouched on web:1",
+			settled("web:"+v, int32(i+1)))
+		waitStatefulSetSettled(t, ns, "web", 3, 2)
+		noRecordLeft(t, ns, "StatefulSet", "web")
+	}
+	after := livePods(context.Background(), t, ns, "app=web")
+	r := bw.report()
+	r.assertBounds(t)
+	r.assertNoneReplaced(t)
+	sameUIDs(t, before, after)
+	if len(r.patched) != 3 {
+		t.Errorf("pods patched in place: %v, want web-2, web-3, web-4", r.patched)
+	}
+}
+
+const staleDeployment = `apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: api
+  annotations: {refit.dev/progress-deadline: "6s"}
+spec:
+  replicas: 8
+  strategy: {rollingUpdate: {maxUnavailable: 2}}
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata:
+      labels: {app: api}
+      annotations: {kwok.refit.dev/restart-delay: 1s}
+    spec:
+      containers:
+      - {name: api, image: "api:VERSION"}
+`
+
+// Case 14, stale state: Pods still carry the in-place state of an earlier,
+// finished rollout (api:2). A later rollout is killed early (api:3), and a
+// revert to api:2 takes its Pods back. A Pod on api:2 that goes briefly
+// unready during that rollout (a readiness probe) is unavailable — it counts
+// against the bound — but it is not a failed restart: the state it carries
+// belongs to another rollout, long past its deadline.
+func TestAdversityStaleStateBrieflyUnready(t *testing.T) {
+	ns, dir := namespace(t), t.TempDir()
+	manifest := func(v string) string { return strings.ReplaceAll(staleDeployment, "VERSION", v) }
+	writeManifests(t, dir, manifest("1"))
+	mustApplyDir(t, ns, dir)
+	before := waitOnImage(t, ns, "app=api", 8, "api", "api:1", time.Minute)
+
+	writeManifests(t, dir, manifest("2"))
+	mustApplyDir(t, ns, dir, "--grace", "0s")
+	waitOnImage(t, ns, "app=api", 8, "api", "api:2", time.Minute)
+	firstDone := time.Now()
+
+	writeManifests(t, dir, manifest("3"))
+	p := startApply(t, ns, dir, "--grace", "0s")
+	waitUntil(t, time.Minute, "a pod patched to api:3", func(ctx context.Context) (bool, string) {
+		n := 0
+		for _, pod := range livePods(ctx, t, ns, "app=api") {
+			if specOf(&pod, "api") == "api:3" {
+				n++
+			}
+		}
+		return n > 0, fmt.Sprintf("%d patched", n)
+	})
+	if !p.kill() {
+		t.Fatalf("refit finished api:3 before it was killed: the test proves nothing\n%s", p.out.String())
+	}
+	// The kubelet finishes the restarts refit started.
+	pods := waitPodsWhere(t, ns, "app=api", 8, time.Minute, "Ready", podReady)
+	var victim string
+	for _, pod := range pods {
+		if _, ok := pod.Annotations[inplace.StateAnnotation]; ok && specOf(&pod, "api") == "api:2" && victim == "" {
+			victim = pod.Name
+		}
+	}
+	if victim == "" {
+		t.Fatalf("no pod on api:2 with the state of the first rollout")
+	}
+	// The first rollout's state must be older than the progress deadline.
+	time.Sleep(time.Until(firstDone.Add(8 * time.Second)))
+
+	bw := watchBound(t, ns, groupOf(t, "deployment api", "app=api", 8, 2))
+	setContainersReady(t, ns, victim, false)
+	waitPod(t, ns, victim, 30*time.Second, "unready", func(p *corev1.Pod) bool { return !podReady(p) })
+	writeManifests(t, dir, manifest("2"))
+	p = startApply(t, ns, dir, "--grace", "0s")
+	select {
+	case <-p.done:
+	case <-time.After(3 * time.Second): // how long the probe fails
+	}
+	setContainersReady(t, ns, victim, true)
+	if out, code := p.finish(t, 2*time.Minute); code != 0 {
+		t.Fatalf("revert to api:2 with %s briefly unready: exit %d, want 0\n%s", victim, code, out)
+	}
+	after := waitOnImage(t, ns, "app=api", 8, "api", "api:2", time.Minute)
+	r := bw.report()
+	r.assertBounds(t)
+	r.assertNoneReplaced(t)
+	sameUIDs(t, before, after)
+	noRecordLeft(t, ns, "Deployment", "api")
+}
+
+const recreatedStatefulSet = `apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: db
+  annotations: {refit.dev/progress-deadline: "40s"}
+spec:
+  replicas: 6
+  serviceName: db
+  podManagementPolicy: Parallel
+  updateStrategy:
+    type: RollingUpdate
+    rollingUpdate: {maxUnavailable: 2}
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata:
+      labels: {app: db}
+      annotations: {kwok.refit.dev/restart-delay: 3s}
+    spec:
+      containers:
+      - {name: db, image: "db:VERSION"}
+`
+
+// Case 14, a Pod recreated under the same name: a StatefulSet Pod that
+// refit has just patched is deleted; the controller creates it again, same
+// name, new UID, from the held (old) revision. refit tells it from the one
+// it patched, updates it too, and the rollout finishes — the missing Pod
+// counted against the bound while it was gone.
+func TestAdversityStatefulSetPodRecreatedMidRollout(t *testing.T) {
+	ns, dir := namespace(t), t.TempDir()
+	manifest := func(v string) string { return strings.ReplaceAll(recreatedStatefulSet, "VERSION", v) }
+	writeManifests(t, dir, manifest("1"))
+	mustApplyDir(t, ns, dir)
+	before := waitOnImage(t, ns, "app=db", 6, "db", "db:1", time.Minute)
+	bw := watchBound(t, ns, groupOf(t, "statefulset db", "app=db", 6, 2))
+
+	writeManifests(t, dir, manifest("2"))
+	p := startApply(t, ns, dir, "--grace", "0s")
+	var victim corev1.Pod
+	waitUntil(t, time.Minute, "a pod patched to db:2", func(ctx context.Context) (bool, string) {
+		for _, pod := range livePods(ctx, t, ns, "app=db") {
+			if specOf(&pod, "db") == "db:2" {
+				victim = pod
+				return true, ""
+			}
+		}
+		return false, "none"
+	})
+	if err := bed.Client.CoreV1().Pods(ns).Delete(context.Background(), victim.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatalf("delete pod %s: %v", victim.Name, err)
+	}
+	if out, code := p.finish(t, 2*time.Minute); code != 0 {
+		t.Fatalf("rollout with %s recreated: exit %d, want 0\n%s", victim.Name, code, out)
+	}
+	after := waitOnImage(t, ns, "app=db", 6, "db", "db:2", time.Minute)
+	r := bw.report()
+	r.assertBounds(t)
+	if fmt.Sprint(r.deleted) != "["+victim.Name+"]" || fmt.Sprint(r.created) != "["+victim.Name+"]" {
+		t.Errorf("deleted %v, created %v: want only %s, deleted by the test and created again", r.deleted, r.created, victim.Name)
+	}
+	var kept []corev1.Pod
+	for _, pod := range after {
+		if pod.Name != victim.Name {
+			kept = append(kept, pod)
+		} else if pod.UID == victim.UID {
+			t.Errorf("pod %s kept its UID: it was not recreated, the test proves nothing", pod.Name)
+		}
+	}
+	sameUIDs(t, before, kept)
+	waitStatefulSetSettled(t, ns, "db", 6, 0)
+	noRecordLeft(t, ns, "StatefulSet", "db")
+}
+
+const annotatedDeployment = `apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  annotations: {refit.dev/grace-seconds: "2"}
+spec:
+  replicas: 6
+  strategy: {rollingUpdate: {maxUnavailable: 2}}
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      readinessGates: [{conditionType: InPlaceUpdateReady}]
+      containers:
+      - {name: web, image: "web:VERSION"}
+`
+
+// Case 15: annotations another tool writes on a Pod while refit works on it
+// survive refit's writes. The Pods start with no annotations at all, and the
+// first ones are annotated during the gate's grace period, between refit's
+// read of the Pod and its patch.
+func TestAdversityForeignAnnotationsSurvive(t *testing.T) {
+	ns, dir := namespace(t), t.TempDir()
+	manifest := func(v string) string { return strings.ReplaceAll(annotatedDeployment, "VERSION", v) }
+	writeManifests(t, dir, manifest("1"))
+	mustApplyDir(t, ns, dir)
+	before := waitOnImage(t, ns, "app=web", 6, "web", "web:1", time.Minute)
+	bw := watchBound(t, ns, groupOf(t, "deployment web", "app=web", 6, 2))
+	annotate := func(key string) {
+		for _, pod := range livePods(context.Background(), t, ns, "app=web") {
+			patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"tool"}}}`, key)
+			if _, err := bed.Client.CoreV1().Pods(ns).Patch(context.Background(), pod.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{FieldManager: "other-tool"}); err != nil {
+				t.Fatalf("annotate pod %s: %v", pod.Name, err)
+			}
+		}
+	}
+
+	writeManifests(t, dir, manifest("2"))
+	p := startApply(t, ns, dir)
+	waitUntil(t, time.Minute, "a pod's gate set False", func(ctx context.Context) (bool, string) {
+		for _, pod := range livePods(ctx, t, ns, "app=web") {
+			for _, c := range pod.Status.Conditions {
+				if c.Type == inplace.GateCondition && c.Status == corev1.ConditionFalse {
+					return true, ""
+				}
+			}
+		}
+		return false, "all gates True"
+	})
+	annotate("example.com/early")
+	waitUntil(t, time.Minute, "the second batch patched", func(ctx context.Context) (bool, string) {
+		n := 0
+		for _, pod := range livePods(ctx, t, ns, "app=web") {
+			if specOf(&pod, "web") == "web:2" {
+				n++
+			}
+		}
+		return n > 2, fmt.Sprintf("%d patched", n)
+	})
+	annotate("example.com/late")
+	if out, code := p.finish(t, 2*time.Minute); code != 0 {
+		t.Fatalf("apply: exit %d\n%s", code, out)
+	}
+	after := waitOnImage(t, ns, "app=web", 6, "web", "web:2", time.Minute)
+	for _, pod := range after {
+		for _, key := range []string{"example.com/early", "example.com/late"} {
+			if pod.Annotations[key] != "tool" {
+				t.Errorf("pod %s: annotation %s lost; annotations %v", pod.Name, key, pod.Annotations)
+			}
+		}
+	}
+	r := bw.report()
+	r.assertBounds(t)
+	r.assertNoneReplaced(t)
+	sameUIDs(t, before, after)
+}
+
+const scaledDeployment = `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api}
+spec:
+  strategy: {rollingUpdate: {maxUnavailable: 25%}}
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata:
+      labels: {app: api}
+      annotations: {kwok.refit.dev/restart-delay: 3s}
+    spec:
+      containers:
+      - {name: api, image: "api:VERSION"}
+`
+
+// scaleDeployment sets replicas through the scale subresource, as an HPA
+// (or kubectl scale) does.
+func scaleDeployment(t *testing.T, ns, name string, replicas int) {
+	t.Helper()
+	patch := fmt.Sprintf(`{"spec":{"replicas":%d}}`, replicas)
+	if _, err := bed.Client.AppsV1().Deployments(ns).Patch(context.Background(), name, types.MergePatchType, []byte(patch),
+		metav1.PatchOptions{FieldManager: "hpa-like"}, "scale"); err != nil {
+		t.Fatalf("scale deployment %s to %d: %v", name, replicas, err)
+	}
+}
+
+// Case 15: the bound follows the live replicas. Git leaves replicas to an
+// autoscaler; it scales the Deployment from 16 to 8 mid-rollout, and from
+// then on 25% means 2, not 4.
+func TestAdversityScaleDownMidRollout(t *testing.T) {
+	ns, dir := namespace(t), t.TempDir()
+	manifest := func(v string) string { return strings.ReplaceAll(scaledDeployment, "VERSION", v) }
+	writeManifests(t, dir, manifest("1"))
+	mustApplyDir(t, ns, dir)
+	scaleDeployment(t, ns, "api", 16)
+	before := waitOnImage(t, ns, "app=api", 16, "api", "api:1", time.Minute)
+	bw := watchBound(t, ns, groupOf(t, "deployment api", "app=api", 16, 4))
+
+	writeManifests(t, dir, manifest("2"))
+	p := startApply(t, ns, dir, "--grace", "0s")
+	waitUntil(t, time.Minute, "a pod patched to api:2", func(ctx context.Context) (bool, string) {
+		for _, pod := range livePods(ctx, t, ns, "app=api") {
+			if specOf(&pod, "api") == "api:2" {
+				return true, ""
+			}
+		}
+		return false, "none"
+	})
+	scaleDeployment(t, ns, "api", 8)
+	waitUntil(t, 30*time.Second, "8 pods left after the scale-down", func(ctx context.Context) (bool, string) {
+		n := len(livePods(ctx, t, ns, "app=api"))
+		return n == 8, fmt.Sprintf("%d pods", n)
+	})
+	bw.rebound("deployment api", 8, 2)
+	if p.exited() {
+		t.Fatalf("refit finished before the scale-down: the test proves nothing\n%s", p.out.String())
+	}
+	if out, code := p.finish(t, 2*time.Minute); code != 0 {
+		t.Fatalf("apply: exit %d\n%s", code, out)
+	}
+	after := waitOnImage(t, ns, "app=api", 8, "api", "api:2", time.Minute)
+	r := bw.report()
+	r.assertBounds(t)
+	if len(r.created) > 0 {
+		t.Errorf("pods created: %v; want the scale-down's survivors updated in place", r.created)
+	}
+	sameUIDs(t, before, after)
+	for _, pod := range after {
+		if cs := containerStatus(&pod, "api"); cs.RestartCount != 1 {
+			t.Errorf("pod %s: restarted %d times, want once", pod.Name, cs.RestartCount)
+		}
+	}
+	noRecordLeft(t, ns, "Deployment", "api")
+}
+
+const barePods = `apiVersion: v1
+kind: Pod
+metadata: {name: solo}
+spec:
+  nodeSelector: {refit.dev/node-type: kwok}
+  containers:
+  - {name: solo, image: "solo:VERSION"}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: other
+  labels: {app: other}
+spec:
+  nodeSelector: {refit.dev/node-type: kwok}
+  containers:
+  - {name: other, image: "other:1"}
+`
+
+// Case 15: a bare Pod without labels goes in place like any other, and its
+// neighbour in the namespace is left alone.
+func TestAdversityBarePodWithoutLabels(t *testing.T) {
+	ns, dir := namespace(t), t.TempDir()
+	manifest := func(v string) string { return strings.ReplaceAll(barePods, "VERSION", v) }
+	writeManifests(t, dir, manifest("1"))
+	mustApplyDir(t, ns, dir)
+	before := waitPodsWhere(t, ns, "", 2, time.Minute, "Ready", podReady)
+	bw := watchBound(t, ns, groupOf(t, "solo and other", "", 2, 1))
+
+	writeManifests(t, dir, manifest("2"))
+	assertPlanLine(t, ns, dir, "Pod/"+ns+"/solo", "update in place", "")
+	mustApplyDir(t, ns, dir, "--grace", "0s")
+	after := waitPodsWhere(t, ns, "", 2, time.Minute, "Ready", podReady)
+	r := bw.report()
+	r.assertBounds(t)
+	r.assertNoneReplaced(t)
+	sameUIDs(t, before, after)
+	for _, pod := range after {
+		var want string
+		var restarts int32
+		switch pod.Name {
+		case "solo":
+			want, restarts = "solo:2", 1
+		default:
+			want, restarts = "other:1", 0
+		}
+		if cs := pod.Status.ContainerStatuses[0]; cs.Image != want || cs.RestartCount != restarts {
+			t.Errorf("pod %s: %s, want %s restarted %d times", pod.Name, describePod(&pod), want, restarts)
+		}
+	}
+	if fmt.Sprint(r.downed) != "[solo]" || fmt.Sprint(r.patched) != "[solo]" {
+		t.Errorf("pods taken down %v, patched %v: want solo only", r.downed, r.patched)
+	}
+}
