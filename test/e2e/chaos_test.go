@@ -229,9 +229,9 @@ func TestChaos(t *testing.T) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "chaos: seed %d, %d rounds, %d rollouts (%d of them a new commit before a restart), %d SIGKILLs, %d pods created, %d deleted, %d pod events, %s\n",
 		seed, rounds, rollouts, commits, kills, len(r.created), len(r.deleted), r.events, time.Since(start).Round(time.Second))
-	fmt.Fprintf(&b, "%-30s %6s %6s\n", "workload / PDB", "worst", "bound")
+	fmt.Fprintf(&b, "%-30s %6s %6s %10s\n", "workload / PDB", "worst", "bound", "times over")
 	for _, g := range r.groups {
-		fmt.Fprintf(&b, "%-30s %6d %6d\n", g.name, g.worst, g.bound)
+		fmt.Fprintf(&b, "%-30s %6d %6d %10d\n", g.name, g.worst, g.bound, g.overs)
 	}
 	t.Log("\n" + b.String())
 	r.assertBounds(t)
