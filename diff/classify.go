@@ -62,6 +62,10 @@ type Classification struct {
 	// PodsAffected is set when a field of the Pod template (or of a bare
 	// Pod's spec) differs: applying it replaces Pods unless done in place.
 	PodsAffected bool `json:"podsAffected,omitempty"`
+	// UnderRollout is set when the live object carries the record of an
+	// in-place rollout (RolloutAnnotation): its hold fields are refit's, and
+	// an ordinary apply would release them.
+	UnderRollout bool `json:"underRollout,omitempty"`
 }
 
 // Classify compares live with merged (the server-side-apply dry-run result)
@@ -69,14 +73,15 @@ type Classification struct {
 func Classify(gk schema.GroupKind, live, merged map[string]any) Classification {
 	var fields []string
 	walk("", live, merged, &fields)
-	if underRollout(live) {
+	held := underRollout(live)
+	if held {
 		fields = withoutHolds(fields)
 	}
 	sort.Strings(fields)
 	if len(fields) == 0 {
-		return Classification{}
+		return Classification{UnderRollout: held}
 	}
-	c := Classification{Changed: true, Fields: fields}
+	c := Classification{Changed: true, Fields: fields, UnderRollout: held}
 	spec := podSpecPath(gk)
 	if spec == nil {
 		return c
@@ -202,6 +207,17 @@ func walk(path string, a, b any, out *[]string) {
 	if ignoredPaths[path] {
 		return
 	}
+	// A map on one side only differs only if it holds a field that counts:
+	// refit's rollout record alone on the live object, with no other
+	// annotation in Git, is no change.
+	if am, bm, ok := mapAgainstNil(a, b); ok {
+		var sub []string
+		walk(path, am, bm, &sub)
+		if len(sub) > 0 {
+			*out = append(*out, path)
+		}
+		return
+	}
 	switch av := a.(type) {
 	case map[string]any:
 		bv, ok := b.(map[string]any)
@@ -231,6 +247,20 @@ func walk(path string, a, b any, out *[]string) {
 			*out = append(*out, path)
 		}
 	}
+}
+
+// mapAgainstNil returns a and b as maps when one is a map and the other
+// absent, the absent one as an empty map.
+func mapAgainstNil(a, b any) (map[string]any, map[string]any, bool) {
+	am, aok := a.(map[string]any)
+	bm, bok := b.(map[string]any)
+	switch {
+	case aok && b == nil:
+		return am, map[string]any{}, true
+	case bok && a == nil:
+		return map[string]any{}, bm, true
+	}
+	return nil, nil, false
 }
 
 func walkList(path string, a, b []any, out *[]string) {
@@ -285,9 +315,27 @@ func join(path, key string) string {
 	return path + "." + key
 }
 
+// Reasons Decide gives for the path of a workload under an in-place
+// rollout.
+const (
+	reasonHoldKept = "in-place rollout under way: the change is applied with its hold kept"
+	reasonRetarget = "in-place rollout under way: re-targeted to the new images"
+	reasonEnds     = "the in-place rollout under way ends and the controller replaces the Pods under its own strategy"
+	reasonStays    = "the in-place rollout under way stays held where it is"
+)
+
 // Decide chooses how an update of a workload reaches the cluster, from its
 // classification and the workload's policy. It returns an error for an
 // unknown policy.
+//
+// While an in-place rollout is under way (c.UnderRollout), an ordinary apply
+// as field manager refit would drop the hold and the rollout record, and
+// the controller would then replace the Pods not yet patched. So a change
+// that leaves the Pod template alone goes to the in-place engine, which
+// writes the whole object with its hold kept and finishes the rollout; a
+// structural change ends the rollout on purpose (the apply releases the
+// hold and the controller rolls out under its own strategy); a refused one
+// changes nothing, so the rollout stays held where it is.
 func Decide(c Classification, policy Policy) (Path, string, error) {
 	class := c.Class
 	switch policy {
@@ -295,16 +343,26 @@ func Decide(c Classification, policy Policy) (Path, string, error) {
 	default:
 		return "", "", fmt.Errorf("unknown %s %q (want %s, %s or %s)", PolicyAnnotation, policy, InPlaceIfPossible, InPlaceOnly, Recreate)
 	}
+	under := func(reason, rollout string) string {
+		if c.UnderRollout {
+			return reason + ": " + rollout
+		}
+		return reason
+	}
 	switch {
-	case class == ImageOnly && policy == Recreate:
-		return PathRecreate, "update policy Recreate", nil
+	case policy == Recreate && (class == ImageOnly || c.UnderRollout):
+		return PathRecreate, under("update policy Recreate", reasonEnds), nil
+	case class == ImageOnly && c.UnderRollout:
+		return PathInPlace, reasonRetarget, nil
 	case class == ImageOnly:
 		return PathInPlace, "", nil
+	case !c.PodsAffected && c.UnderRollout:
+		return PathInPlace, reasonHoldKept, nil
 	case !c.PodsAffected:
 		return PathApply, "Pod template unchanged: no Pod is replaced", nil
 	case policy == InPlaceOnly:
-		return PathRefused, "structural change refused by update policy InPlaceOnly", nil
+		return PathRefused, under("structural change refused by update policy InPlaceOnly", reasonStays), nil
 	default:
-		return PathRecreate, "structural change", nil
+		return PathRecreate, under("structural change", reasonEnds), nil
 	}
 }

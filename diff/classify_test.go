@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -64,25 +65,42 @@ func TestDecide(t *testing.T) {
 	imageOnly := Classification{Changed: true, Class: ImageOnly, PodsAffected: true}
 	template := Classification{Changed: true, Class: Structural, PodsAffected: true}
 	replicas := Classification{Changed: true, Class: Structural}
+	held := func(c Classification) Classification { c.UnderRollout = true; return c }
 	for _, tc := range []struct {
 		name   string
 		c      Classification
 		policy Policy
 		want   Path
+		// reason is a part of the reason Decide must give.
+		reason string
 	}{
-		{"image default", imageOnly, InPlaceIfPossible, PathInPlace},
-		{"image in-place-only", imageOnly, InPlaceOnly, PathInPlace},
-		{"image recreate", imageOnly, Recreate, PathRecreate},
-		{"template default", template, InPlaceIfPossible, PathRecreate},
-		{"template in-place-only", template, InPlaceOnly, PathRefused},
-		{"template recreate", template, Recreate, PathRecreate},
-		{"replicas in-place-only", replicas, InPlaceOnly, PathApply},
-		{"replicas default", replicas, InPlaceIfPossible, PathApply},
+		{"image default", imageOnly, InPlaceIfPossible, PathInPlace, ""},
+		{"image in-place-only", imageOnly, InPlaceOnly, PathInPlace, ""},
+		{"image recreate", imageOnly, Recreate, PathRecreate, "update policy Recreate"},
+		{"template default", template, InPlaceIfPossible, PathRecreate, "structural change"},
+		{"template in-place-only", template, InPlaceOnly, PathRefused, "refused by update policy InPlaceOnly"},
+		{"template recreate", template, Recreate, PathRecreate, "structural change"},
+		{"replicas in-place-only", replicas, InPlaceOnly, PathApply, "no Pod is replaced"},
+		{"replicas default", replicas, InPlaceIfPossible, PathApply, "no Pod is replaced"},
+
+		// An in-place rollout is under way: an ordinary apply would drop its
+		// hold, so only a change that ends it on purpose goes that way.
+		{"rollout: replicas default", held(replicas), InPlaceIfPossible, PathInPlace, "in-place rollout under way: the change is applied with its hold kept"},
+		{"rollout: replicas in-place-only", held(replicas), InPlaceOnly, PathInPlace, "applied with its hold kept"},
+		{"rollout: replicas recreate", held(replicas), Recreate, PathRecreate, "update policy Recreate: the in-place rollout under way ends"},
+		{"rollout: new image", held(imageOnly), InPlaceIfPossible, PathInPlace, "re-targeted"},
+		{"rollout: new image, recreate", held(imageOnly), Recreate, PathRecreate, "the controller replaces the Pods under its own strategy"},
+		{"rollout: template default", held(template), InPlaceIfPossible, PathRecreate, "structural change: the in-place rollout under way ends and the controller replaces the Pods under its own strategy"},
+		{"rollout: template recreate", held(template), Recreate, PathRecreate, "the in-place rollout under way ends"},
+		{"rollout: template in-place-only", held(template), InPlaceOnly, PathRefused, "refused by update policy InPlaceOnly: the in-place rollout under way stays held where it is"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, _, err := Decide(tc.c, tc.policy)
+			got, reason, err := Decide(tc.c, tc.policy)
 			if err != nil || got != tc.want {
 				t.Errorf("Decide(%+v, %s) = %s, %v; want %s", tc.c, tc.policy, got, err, tc.want)
+			}
+			if !strings.Contains(reason, tc.reason) {
+				t.Errorf("Decide(%+v, %s): reason %q, want it to say %q", tc.c, tc.policy, reason, tc.reason)
 			}
 		})
 	}

@@ -247,6 +247,9 @@ func patchedList(names []string) string {
 }
 
 func imagesOf(c diff.Change) string {
+	if len(c.Images) == 0 && c.Reason != "" {
+		return c.Reason // a change under a rollout that leaves the images alone
+	}
 	if len(c.Images) == 0 {
 		return "continuing"
 	}

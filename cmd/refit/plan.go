@@ -124,6 +124,14 @@ func describeUpdate(ch diff.Change, c palette) string {
 		for _, img := range ch.Images {
 			fmt.Fprintf(&b, " %s %s → %s", img.Container, img.From, img.To)
 		}
+		// A workload under an in-place rollout: why a change that is not
+		// image-only goes in place too (its hold is kept).
+		if ch.Reason != "" {
+			fmt.Fprintf(&b, " (%s)", ch.Reason)
+		}
+		if len(ch.Fields) > 0 {
+			fmt.Fprintf(&b, " %s%s%s", c.dim, strings.Join(ch.Fields, ", "), c.reset)
+		}
 		return b.String()
 	case diff.PathRecreate:
 		fmt.Fprintf(&b, "update, Pods recreated (%s)", ch.Reason)
