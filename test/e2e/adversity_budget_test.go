@@ -342,23 +342,6 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func(ctx c
 	}
 }
 
-// holdsFor checks cond every 200 ms for d: the way to prove that nothing
-// happens.
-func holdsFor(t *testing.T, d time.Duration, what string, cond func(ctx context.Context) (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		ok, seen := cond(context.Background())
-		if !ok {
-			t.Fatalf("want %s for %s; %s before the end: %s", what, d, time.Until(deadline).Round(100*time.Millisecond), seen)
-		}
-		if time.Now().After(deadline) {
-			return
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
 // livePods lists the namespace's Pods that are not being deleted, by name.
 func livePods(ctx context.Context, t *testing.T, ns, selector string) []corev1.Pod {
 	t.Helper()

@@ -197,7 +197,7 @@ func TestChaos(t *testing.T) {
 				}
 				break
 			}
-			delay := time.Duration(rng.Int63n(int64(6 * time.Second)))
+			delay := time.Duration(rng.Int63n(int64(10 * time.Second)))
 			select {
 			case <-p.done:
 			case <-time.After(delay):
