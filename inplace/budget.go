@@ -11,9 +11,11 @@ import (
 type Rounding bool
 
 const (
-	// RoundDown is the Deployment controller's rounding (ResolveFenceposts).
+	// RoundDown is the Deployment controller's rounding (ResolveFenceposts),
+	// and the StatefulSet controller's, which then takes at least 1
+	// (getStatefulSetMaxUnavailable).
 	RoundDown Rounding = false
-	// RoundUp is the StatefulSet and DaemonSet controllers' rounding.
+	// RoundUp is the DaemonSet controller's rounding.
 	RoundUp Rounding = true
 )
 
@@ -47,22 +49,16 @@ type Candidate struct {
 	Available bool
 }
 
-// SelectBatch chooses the Pods to patch now, as a sliding window: at most
-// maxUnavailable Pods may be unavailable at once, counting Pods that are
-// unavailable for any reason, so the budget is what is left of it.
-// disruptionsAllowed (from a PodDisruptionBudget, or -1 for none) bounds
-// the available Pods taken down in this pass as well. A Pod that is already
-// unavailable on the old images may be patched without spending budget: it
-// takes nothing more down. StatefulSet Pods go from the highest ordinal
-// down, as the StatefulSet controller updates them; other Pods by name.
-// It is a pure function.
-func SelectBatch(pods []Candidate, maxUnavailable, disruptionsAllowed int) []string {
-	unavailable := 0
+// SelectBatch chooses the Pods to patch now, as a sliding window: budget is
+// what is left of maxUnavailable once every Pod unavailable for any reason
+// is counted (also Pods the rollout may not touch, and Pods the workload
+// lacks). A Pod that is already unavailable on the old images may be patched
+// without spending budget: it takes nothing more down. Free ones go first,
+// then StatefulSet Pods from the highest ordinal down, as the StatefulSet
+// controller updates them; other Pods by name. It is a pure function.
+func SelectBatch(pods []Candidate, budget int) []string {
 	var old []Candidate
 	for _, p := range pods {
-		if !p.Available {
-			unavailable++
-		}
 		if !p.Done && !p.InProgress {
 			old = append(old, p)
 		}
@@ -77,10 +73,6 @@ func SelectBatch(pods []Candidate, maxUnavailable, disruptionsAllowed int) []str
 		}
 		return a.Name < b.Name
 	})
-	budget := maxUnavailable - unavailable
-	if disruptionsAllowed >= 0 && disruptionsAllowed < budget {
-		budget = disruptionsAllowed
-	}
 	var out []string
 	for _, p := range old {
 		if !p.Available {

@@ -21,8 +21,8 @@ func TestResolveMaxUnavailable(t *testing.T) {
 		{"deployment default 25% of 20", nil, intstr.FromString("25%"), 20, RoundDown, 5},
 		{"deployment 25% of 10 rounds down", pct("25%"), intstr.FromString("25%"), 10, RoundDown, 2},
 		{"deployment 25% of 3 rounds down to 0", pct("25%"), intstr.FromString("25%"), 3, RoundDown, 0},
-		{"statefulset 25% of 10 rounds up", pct("25%"), intstr.FromInt(1), 10, RoundUp, 3},
-		{"statefulset default", nil, intstr.FromInt(1), 3, RoundUp, 1},
+		{"daemonset 25% of 10 rounds up", pct("25%"), intstr.FromInt(1), 10, RoundUp, 3},
+		{"daemonset default", nil, intstr.FromInt(1), 3, RoundUp, 1},
 		{"absolute", num(2), intstr.FromInt(1), 3, RoundUp, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -43,22 +43,19 @@ func TestSelectBatch(t *testing.T) {
 		name string
 		pods []Candidate
 		max  int
-		pdb  int
 		want []string
 	}{
-		{"first batch of the window", []Candidate{avail("a", -1), avail("b", -1), avail("c", -1)}, 2, -1, []string{"a", "b"}},
-		{"window full while two restart", []Candidate{restarting("a"), restarting("b"), avail("c", -1)}, 2, -1, nil},
-		{"slides as one finishes", []Candidate{done("a"), restarting("b"), avail("c", -1), avail("d", -1)}, 2, -1, []string{"c"}},
-		{"an unavailable old Pod costs nothing more", []Candidate{down("a", -1), avail("b", -1), avail("c", -1)}, 1, -1, []string{"a"}},
-		{"unavailable for other reasons eat the budget", []Candidate{down("x", -1), avail("b", -1), avail("c", -1)}, 2, -1, []string{"x", "b"}},
-		{"statefulset highest ordinal first", []Candidate{avail("s-0", 0), avail("s-1", 1), avail("s-2", 2)}, 2, -1, []string{"s-2", "s-1"}},
-		{"pdb bounds further", []Candidate{avail("a", -1), avail("b", -1), avail("c", -1)}, 3, 1, []string{"a"}},
-		{"pdb zero", []Candidate{avail("a", -1)}, 3, 0, nil},
-		{"all done", []Candidate{done("a"), done("b")}, 1, -1, nil},
-		{"max zero never takes an available Pod", []Candidate{avail("a", -1)}, 0, -1, nil},
+		{"first batch of the window", []Candidate{avail("a", -1), avail("b", -1), avail("c", -1)}, 2, []string{"a", "b"}},
+		{"window full while two restart", []Candidate{restarting("a"), restarting("b"), avail("c", -1)}, 2, nil},
+		{"slides as one finishes", []Candidate{done("a"), restarting("b"), avail("c", -1), avail("d", -1)}, 2, []string{"c"}},
+		{"an unavailable old Pod costs nothing more", []Candidate{down("a", -1), avail("b", -1), avail("c", -1)}, 1, []string{"a"}},
+		{"unavailable for other reasons eat the budget", []Candidate{down("x", -1), avail("b", -1), avail("c", -1)}, 2, []string{"x", "b"}},
+		{"statefulset highest ordinal first", []Candidate{avail("s-0", 0), avail("s-1", 1), avail("s-2", 2)}, 2, []string{"s-2", "s-1"}},
+		{"all done", []Candidate{done("a"), done("b")}, 1, nil},
+		{"max zero never takes an available Pod", []Candidate{avail("a", -1)}, 0, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if d := cmp.Diff(tc.want, SelectBatch(tc.pods, tc.max, tc.pdb)); d != "" {
+			if d := cmp.Diff(tc.want, SelectBatch(tc.pods, tc.max-countUnavailable(tc.pods))); d != "" {
 				t.Errorf("(-want +got):\n%s", d)
 			}
 		})
@@ -88,7 +85,7 @@ func TestSelectBatchNeverExceedsTheBound(t *testing.T) {
 				pods = append(pods, c)
 			}
 			for max := 1; max <= n; max++ {
-				picked := SelectBatch(pods, max, -1)
+				picked := SelectBatch(pods, max-countUnavailable(pods))
 				after := unavailable
 				for _, name := range picked {
 					for _, p := range pods {
@@ -103,4 +100,14 @@ func TestSelectBatchNeverExceedsTheBound(t *testing.T) {
 			}
 		}
 	}
+}
+
+func countUnavailable(pods []Candidate) int {
+	n := 0
+	for _, p := range pods {
+		if !p.Available {
+			n++
+		}
+	}
+	return n
 }

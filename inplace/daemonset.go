@@ -10,7 +10,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 
@@ -26,16 +25,13 @@ import (
 // template, and restores Git's strategy only when every Pod carries the new
 // hash, since RollingUpdate deletes any unavailable old Pod at once.
 type daemonSet struct {
-	e      *Engine
-	change diff.Change
-	target Target
+	base
 
 	live       *appsv1.DaemonSet
 	sel        labels.Selector
 	hash       string
 	generation string
 	bound      int
-	rec        rolloutRecord
 }
 
 // The DaemonSet controller still labels Pods with the template generation
@@ -59,16 +55,11 @@ func (d *daemonSet) precheck(ctx context.Context) (string, error) {
 		case live.Status.UpdatedNumberScheduled != live.Status.DesiredNumberScheduled:
 			return "a rollout of the DaemonSet is in progress", nil
 		}
-		prevHash, err := d.newestRevisionHash(ctx, live)
-		if err != nil {
-			return "", err
+		if rec, err = d.e.newRecordOf(&live.Spec.Template.Spec); err != nil {
+			return "", fmt.Errorf("%s: %w", ref, err)
 		}
-		rec = rolloutRecord{StartedAt: d.e.now().UTC().Truncate(time.Second), Previous: map[string]string{
-			appsv1.ControllerRevisionHashLabelKey: prevHash,
-			podTemplateGenerationLabel:            live.Annotations[appsv1.DeprecatedTemplateGeneration],
-		}}
 	}
-	rec.Revision = d.target.Revision
+	d.rec = resumed(rec, d.target)
 	if d.sel, err = metav1.LabelSelectorAsSelector(live.Spec.Selector); err != nil {
 		return "", fmt.Errorf("%s: selector: %w", ref, err)
 	}
@@ -77,7 +68,10 @@ func (d *daemonSet) precheck(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", ref, err)
 	}
-	d.rec = rec
+	if d.bound == 0 && !resuming {
+		// In place there is no surge: a Pod is always down while it restarts.
+		return "maxUnavailable is 0: only a surge rollout keeps every Pod available", nil
+	}
 	return "", nil
 }
 
@@ -136,25 +130,34 @@ func (d *daemonSet) newestRevisionHash(ctx context.Context, ds *appsv1.DaemonSet
 	return newest.Labels[appsv1.DefaultDaemonSetUniqueLabelKey], nil
 }
 
-// daemonSetBound resolves Git's maxUnavailable (default 1, rounded up).
+// daemonSetBound resolves Git's maxUnavailable as the DaemonSet controller
+// does: default 1, a percentage rounded up; 0 only with a surge (both 0
+// means 1, updatedDesiredNodeCounts).
 func daemonSetBound(desired *unstructured.Unstructured, scheduled int) (int, error) {
 	var ds appsv1.DaemonSet
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(desired.Object, &ds); err != nil {
+	if err := fromUnstructured(desired, &ds); err != nil {
 		return 0, err
 	}
-	var v *intstr.IntOrString
+	var unavailable, surge *intstr.IntOrString
 	if ru := ds.Spec.UpdateStrategy.RollingUpdate; ru != nil {
-		v = ru.MaxUnavailable
+		unavailable, surge = ru.MaxUnavailable, ru.MaxSurge
 	}
-	n, err := ResolveMaxUnavailable(v, intstr.FromInt32(1), scheduled, RoundUp)
+	n, err := ResolveMaxUnavailable(unavailable, intstr.FromInt32(1), scheduled, RoundUp)
 	if err != nil {
 		return 0, fmt.Errorf("maxUnavailable: %w", err)
 	}
-	return max(n, 1), nil
+	s, err := ResolveMaxUnavailable(surge, intstr.FromInt32(0), scheduled, RoundUp)
+	if err != nil {
+		return 0, fmt.Errorf("maxSurge: %w", err)
+	}
+	if n == 0 && s == 0 {
+		return 1, nil
+	}
+	return n, nil
 }
 
-func (d *daemonSet) owns(pod *corev1.Pod) bool { return metav1.IsControlledBy(pod, d.live) }
-func (d *daemonSet) selector() labels.Selector { return d.sel }
+func (d *daemonSet) owns(pod *corev1.Pod) bool         { return metav1.IsControlledBy(pod, d.live) }
+func (d *daemonSet) listOptions(o *metav1.ListOptions) { o.LabelSelector = d.sel.String() }
 func (d *daemonSet) revisionLabels() map[string]string {
 	l := map[string]string{appsv1.DefaultDaemonSetUniqueLabelKey: d.hash}
 	if d.generation != "" {
@@ -167,10 +170,26 @@ func (d *daemonSet) ordinal(*corev1.Pod) int         { return -1 }
 func (d *daemonSet) minReadySeconds() int32          { return d.live.Spec.MinReadySeconds }
 func (d *daemonSet) maxUnavailable() (int, error)    { return d.bound, nil }
 func (d *daemonSet) progressDeadline() time.Duration { return 0 }
-func (d *daemonSet) check(context.Context) error     { return nil }
+
+// expected counts nodes that should run a Pod: one that has none counts as
+// unavailable, as the controller counts it.
+func (d *daemonSet) expected() int { return int(d.live.Status.DesiredNumberScheduled) }
+
+func (d *daemonSet) refresh(ctx context.Context) error {
+	live, err := d.e.client.AppsV1().DaemonSets(d.change.Ref.Namespace).Get(ctx, d.change.Ref.Name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("%s: %w", d.change.Ref, err)
+	}
+	d.live = live
+	bound, err := daemonSetBound(d.change.Desired, int(live.Status.DesiredNumberScheduled))
+	if err != nil {
+		return fmt.Errorf("%s: %w", d.change.Ref, err)
+	}
+	d.bound = max(bound, 1) // a resumed rollout whose strategy moved to 0 still ends
+	return nil
+}
+
 func (d *daemonSet) release(ctx context.Context) error {
 	_, err := d.e.applyObject(ctx, daemonSetGVR, d.change.Desired)
 	return err
 }
-
-func (d *daemonSet) previousLabels() map[string]string { return d.rec.Previous }

@@ -26,15 +26,12 @@ import (
 // controller sees nothing to roll out. Without the pause, a sync between the
 // writes would create a ReplicaSet and start rolling Pods.
 type deployment struct {
-	e      *Engine
-	change diff.Change
-	target Target
+	base
 
 	live  *appsv1.Deployment
 	rs    *appsv1.ReplicaSet // the ReplicaSet that owns every Pod
 	owned []*appsv1.ReplicaSet
 	sel   labels.Selector
-	rec   rolloutRecord
 }
 
 var deploymentGVR = resources[diff.Ref{Group: "apps", Kind: "Deployment"}.GroupKind()]
@@ -79,10 +76,11 @@ func (d *deployment) precheck(ctx context.Context) (string, error) {
 		return "the Pods' ReplicaSet is not the Deployment's current one", nil
 	}
 	if !resuming {
-		rec = rolloutRecord{StartedAt: d.e.now().UTC().Truncate(time.Second)}
+		if rec, err = d.e.newRecordOf(&live.Spec.Template.Spec); err != nil {
+			return "", fmt.Errorf("%s: %w", ref, err)
+		}
 	}
-	rec.Revision = d.target.Revision
-	d.rec = rec
+	d.rec = resumed(rec, d.target)
 	return "", nil
 }
 
@@ -183,9 +181,17 @@ func equalIgnoreHash(a, b *corev1.PodTemplateSpec) bool {
 }
 
 func (d *deployment) owns(pod *corev1.Pod) bool { return metav1.IsControlledBy(pod, d.rs) }
-func (d *deployment) selector() labels.Selector { return d.sel }
+func (d *deployment) listOptions(o *metav1.ListOptions) {
+	o.LabelSelector = d.sel.String()
+}
 func (d *deployment) revisionLabels() map[string]string {
 	return nil // the Pods keep their ReplicaSet's pod-template-hash
+}
+func (d *deployment) expected() int {
+	if d.live.Spec.Replicas != nil {
+		return int(*d.live.Spec.Replicas)
+	}
+	return 1
 }
 func (d *deployment) eligible(*corev1.Pod) bool { return true }
 func (d *deployment) ordinal(*corev1.Pod) int   { return -1 }
@@ -225,16 +231,22 @@ func (d *deployment) progressDeadline() time.Duration {
 	return 600 * time.Second
 }
 
-// check stops the rollout if the controller started one of its own: a
-// ReplicaSet other than ours with Pods wanted.
-func (d *deployment) check(ctx context.Context) error {
+// refresh re-reads the Deployment (an HPA may scale it mid-rollout: the
+// bound follows) and stops the rollout if the controller started one of its
+// own: a ReplicaSet other than ours with Pods wanted.
+func (d *deployment) refresh(ctx context.Context) error {
+	live, err := d.e.client.AppsV1().Deployments(d.change.Ref.Namespace).Get(ctx, d.change.Ref.Name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("%s: %w", d.change.Ref, err)
+	}
+	d.live = live
 	list, err := d.e.client.AppsV1().ReplicaSets(d.rs.Namespace).List(ctx, metav1.ListOptions{LabelSelector: d.sel.String(), ResourceVersion: "0"})
 	if err != nil {
-		return nil // transient; the next pass checks again
+		return fmt.Errorf("%s: list ReplicaSets: %w", d.change.Ref, err)
 	}
 	for _, rs := range list.Items {
 		if rs.UID != d.rs.UID && metav1.IsControlledBy(&rs, d.live) && rs.Spec.Replicas != nil && *rs.Spec.Replicas > 0 {
-			return fmt.Errorf("the Deployment controller started a rollout of its own (ReplicaSet %s)", rs.Name)
+			return &stopError{reason: fmt.Sprintf("the Deployment controller started a rollout of its own (ReplicaSet %s)", rs.Name)}
 		}
 	}
 	return nil
@@ -244,6 +256,3 @@ func (d *deployment) release(ctx context.Context) error {
 	_, err := d.e.applyObject(ctx, deploymentGVR, d.change.Desired)
 	return err
 }
-
-// The Pods keep their ReplicaSet's pod-template-hash: no label to restore.
-func (d *deployment) previousLabels() map[string]string { return nil }

@@ -2,6 +2,7 @@ package inplace
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -14,7 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
@@ -56,12 +57,16 @@ type Result struct {
 	// Reason explains a Failed or Fallback outcome.
 	Reason string
 	// FailedPod is the Pod that stopped a Failed rollout.
-	FailedPod   string
-	Updated     int
-	Total       int
-	RolledBack  int
-	MaxObserved int // the most Pods seen unavailable at once
-	Duration    time.Duration
+	FailedPod string
+	Updated   int
+	Total     int
+	// RolledBack Pods were patched back to their images from before the
+	// rollout (refit.dev/rollback: auto); RollbackComplete when every Pod
+	// and the template are back.
+	RolledBack       int
+	RollbackComplete bool
+	MaxObserved      int // the most Pods seen unavailable at once
+	Duration         time.Duration
 }
 
 // Progress is reported after every pass that changed something.
@@ -72,6 +77,8 @@ type Progress struct {
 	Unavailable    int
 	MaxUnavailable int
 	Patched        []string
+	// RollingBack: the batch puts Pods back on their previous images.
+	RollingBack bool
 }
 
 // Options are per-rollout settings. Start with DefaultOptions.
@@ -99,6 +106,8 @@ type Engine struct {
 	dyn    dynamic.Interface
 	now    func() time.Time
 	busy   *busyPods
+	// pdbLocks serialise PDB decisions per namespace across rollouts.
+	pdbLocks namespaceLocks
 }
 
 // New returns an Engine for the cluster cfg points at.
@@ -118,36 +127,80 @@ func New(cfg *rest.Config) (*Engine, error) {
 // rollout while refit patches Pods, and how to let go of it.
 type workload interface {
 	// precheck reads the live workload and says why the in-place path
-	// cannot be taken, or "". It writes nothing.
+	// cannot be taken, or "". It writes nothing. It leaves the rollout's
+	// record (a new one, or the live one when resuming) in base.rec.
 	precheck(ctx context.Context) (fallback string, err error)
 	// prepare writes the new template with the hold (after precheck).
 	prepare(ctx context.Context) error
-	// owns tells the workload's current Pods from others matching the selector.
+	// refresh re-reads the live workload (its replicas may change, e.g. by
+	// an HPA); an error stops the rollout (e.g. the controller started a
+	// rollout of its own).
+	refresh(ctx context.Context) error
+	// owns tells the workload's current Pods from others matching the
+	// selector (and, for a StatefulSet, from Pods outside its ordinals).
 	owns(pod *corev1.Pod) bool
-	selector() labels.Selector
-	// revisionLabels are written on every patched Pod; previousLabels are
-	// the ones a rolled-back Pod gets again.
+	// listOptions narrow the Pod watch to the workload's Pods.
+	listOptions(o *metav1.ListOptions)
+	// revisionLabels are written on every patched Pod.
 	revisionLabels() map[string]string
-	previousLabels() map[string]string
 	maxUnavailable() (int, error)
+	// expected is how many Pods the workload should have.
+	expected() int
 	// eligible excludes Pods the rollout must not touch (a StatefulSet's
 	// ordinals below the partition in Git).
 	eligible(pod *corev1.Pod) bool
 	ordinal(pod *corev1.Pod) int
 	minReadySeconds() int32
 	progressDeadline() time.Duration
-	// check is called every pass: an error stops the rollout (e.g. the
-	// controller started a rollout of its own).
-	check(ctx context.Context) error
 	// release writes the workload as Git has it, ending the hold.
 	release(ctx context.Context) error
+	// record is the rollout's record, as precheck left it.
+	record() *rolloutRecord
+	// setTarget replaces the target with the images as admitted.
+	setTarget(t Target)
 }
+
+// base is what every kind shares.
+type base struct {
+	e      *Engine
+	change diff.Change
+	target Target
+	rec    rolloutRecord
+}
+
+func (b *base) record() *rolloutRecord { return &b.rec }
+func (b *base) setTarget(t Target)     { b.target = t }
 
 // rolloutRecord is the content of RolloutAnnotation.
 type rolloutRecord struct {
-	Revision  string            `json:"revision"`
-	StartedAt time.Time         `json:"startedAt"`
-	Previous  map[string]string `json:"previousLabels,omitempty"`
+	// ID names the rollout in its Pods' states; it survives re-targeting.
+	ID        string    `json:"id"`
+	Revision  string    `json:"revision"`
+	StartedAt time.Time `json:"startedAt"`
+	// Origin are the template's images before the rollout ("containers/NAME"
+	// or "initContainers/NAME"): what a rollback goes back to.
+	Origin map[string]string `json:"origin,omitempty"`
+	// Failed is the revision that failed and is being rolled back.
+	Failed string `json:"failed,omitempty"`
+}
+
+// newRecordOf starts the record of a rollout from the live Pod spec (the
+// template's) that it is about to change.
+func (e *Engine) newRecordOf(spec *corev1.PodSpec) (rolloutRecord, error) {
+	raw, err := runtime.DefaultUnstructuredConverter.ToUnstructured(spec)
+	if err != nil {
+		return rolloutRecord{}, err
+	}
+	return rolloutRecord{ID: randomID(), StartedAt: e.now().UTC().Truncate(time.Second), Origin: imagesOf(raw)}, nil
+}
+
+// resumed points a record (new, or read from the live workload) at target.
+func resumed(rec rolloutRecord, target Target) rolloutRecord {
+	if rec.ID == "" {
+		rec.ID = randomID() // a record written before rollouts had IDs
+	}
+	rec.Revision = target.Revision
+	return rec
 }
 
 // Rollout updates the Pods of change's workload in place, or returns
@@ -155,6 +208,7 @@ type rolloutRecord struct {
 func (e *Engine) Rollout(ctx context.Context, change diff.Change, opts Options) (Result, error) {
 	start := e.now()
 	res := Result{Ref: change.Ref}
+	defer func() { res.Duration = e.now().Sub(start) }()
 	if change.Desired == nil {
 		return res, fmt.Errorf("%s: no desired object", change.Ref)
 	}
@@ -166,11 +220,7 @@ func (e *Engine) Rollout(ctx context.Context, change diff.Change, opts Options) 
 	if err != nil {
 		return res, fmt.Errorf("%s: %w", change.Ref, err)
 	}
-	w, err := e.workloadFor(change, target)
-	if err != nil {
-		return res, err
-	}
-	fallback, err := w.precheck(ctx)
+	w, target, fallback, err := e.check(ctx, change, target)
 	if err != nil {
 		return res, err
 	}
@@ -178,13 +228,46 @@ func (e *Engine) Rollout(ctx context.Context, change diff.Change, opts Options) 
 		res.Outcome, res.Reason = Fallback, fallback
 		return res, nil
 	}
+	rollback := change.Desired.GetAnnotations()[RollbackAnnotation] == "auto"
+	rec := w.record()
+	if rec.Failed != "" && rec.Failed == target.Revision && rollback {
+		// A refit stopped during a rollback of this very target: go on with it.
+		res.Outcome, res.Reason = Failed, "rolled back after an earlier failure of the same images"
+		err := e.rollback(ctx, change, *rec, opts, &res)
+		return res, err
+	}
+	rec.Failed = ""
 	if err := w.prepare(ctx); err != nil {
 		return res, err
 	}
-	r := &run{e: e, w: w, change: change, target: target, opts: opts, res: &res, gate: hasGate(change.Desired)}
-	err = r.loop(ctx)
-	res.Duration = e.now().Sub(start)
-	return res, err
+	r := newRun(e, w, change, target, opts, &res)
+	if err := r.loop(ctx); err != nil {
+		return res, err
+	}
+	if res.Outcome == Failed && rollback {
+		rec.Failed = target.Revision
+		return res, e.rollback(ctx, change, *rec, opts, &res)
+	}
+	return res, nil
+}
+
+// check runs the kind's precheck and the admission check, and returns the
+// workload with the target as the API server admits it.
+func (e *Engine) check(ctx context.Context, change diff.Change, target Target) (workload, Target, string, error) {
+	w, err := e.workloadFor(change, target)
+	if err != nil {
+		return nil, target, "", err
+	}
+	fallback, err := w.precheck(ctx)
+	if err != nil || fallback != "" {
+		return w, target, fallback, err
+	}
+	admitted, fallback, err := e.admit(ctx, change.Ref, w, target)
+	if err != nil || fallback != "" {
+		return w, target, fallback, err
+	}
+	w.setTarget(admitted)
+	return w, admitted, "", nil
 }
 
 // Precheck says why change cannot be rolled out in place now (the in-place
@@ -198,19 +281,31 @@ func (e *Engine) Precheck(ctx context.Context, change diff.Change) (string, erro
 	if err != nil {
 		return "", err
 	}
-	w, err := e.workloadFor(change, target)
-	if err != nil {
-		return "", err
-	}
-	return w.precheck(ctx)
+	_, _, fallback, err := e.check(ctx, change, target)
+	return fallback, err
 }
 
 // InProgress reports whether the live workload (change.Live, as the plan
 // read it) carries the record of an in-place rollout that has not finished
 // (refit stopped or failed during it): Rollout continues it.
+//
+// A bare Pod has no record of its own: it is in progress while a restart
+// refit patched is pending, or while its readiness gate is not True (a refit
+// stopped between the patch and opening the gate).
 func InProgress(change diff.Change) bool {
 	if change.Live == nil {
 		return false
+	}
+	if change.Ref.GroupKind() == (schema.GroupKind{Kind: "Pod"}) {
+		var pod corev1.Pod
+		if runtime.DefaultUnstructuredConverter.FromUnstructured(change.Live.Object, &pod) != nil {
+			return false
+		}
+		if _, ok := ReadState(&pod); !ok {
+			return false
+		}
+		status, set := gateStatus(&pod)
+		return RestartPending(&pod) || hasGate(change.Live) && (!set || status != corev1.ConditionTrue)
 	}
 	_, ok := readRecord(change.Live.GetAnnotations())
 	return ok
@@ -218,30 +313,85 @@ func InProgress(change diff.Change) bool {
 
 // targetOf reads the target images from the desired object.
 func targetOf(change diff.Change) (Target, error) {
-	t := Target{Containers: map[string]string{}, Init: map[string]string{}}
 	spec := podSpecOf(change.Desired)
 	if spec == nil {
-		return t, fmt.Errorf("%s: no Pod spec", change.Ref)
+		return Target{}, fmt.Errorf("%s: no Pod spec", change.Ref)
 	}
-	var keys []string
+	return targetFromImages(imagesOf(spec)), nil
+}
+
+// imagesOf lists a Pod spec's images that can change in place: containers
+// and restartable init containers (sidecars), keyed "containers/NAME" and
+// "initContainers/NAME".
+func imagesOf(spec map[string]any) map[string]string {
+	out := map[string]string{}
 	for _, list := range []string{"containers", "initContainers"} {
 		items, _, _ := unstructured.NestedSlice(spec, list)
 		for _, item := range items {
 			c, _ := item.(map[string]any)
 			name, _ := c["name"].(string)
 			image, _ := c["image"].(string)
-			if list == "containers" {
-				t.Containers[name] = image
-			} else if policy, _ := c["restartPolicy"].(string); policy == "Always" {
-				t.Init[name] = image
+			if policy, _ := c["restartPolicy"].(string); list == "initContainers" && policy != "Always" {
+				continue
 			}
-			keys = append(keys, list+"/"+name+"="+image)
+			out[list+"/"+name] = image
 		}
+	}
+	return out
+}
+
+// targetFromImages builds a Target from imagesOf's map; its revision is a
+// hash of the images.
+func targetFromImages(images map[string]string) Target {
+	t := Target{Containers: map[string]string{}, Init: map[string]string{}}
+	var keys []string
+	for key, image := range images {
+		list, name, _ := strings.Cut(key, "/")
+		if list == "containers" {
+			t.Containers[name] = image
+		} else {
+			t.Init[name] = image
+		}
+		keys = append(keys, key+"="+image)
 	}
 	sort.Strings(keys)
 	sum := sha256.Sum256([]byte(strings.Join(keys, "\n")))
 	t.Revision = hex.EncodeToString(sum[:])[:12]
-	return t, nil
+	return t
+}
+
+// withImages returns a copy of obj whose Pod spec runs images (imagesOf's
+// keys); containers it does not name are left alone.
+func withImages(obj *unstructured.Unstructured, images map[string]string) (*unstructured.Unstructured, error) {
+	out := obj.DeepCopy()
+	path := []string{"spec", "template", "spec"}
+	if out.GetKind() == "Pod" {
+		path = []string{"spec"}
+	}
+	spec, _, _ := unstructured.NestedMap(out.Object, path...)
+	for _, list := range []string{"containers", "initContainers"} {
+		items, _, _ := unstructured.NestedSlice(spec, list)
+		for _, item := range items {
+			c, _ := item.(map[string]any)
+			name, _ := c["name"].(string)
+			if image, ok := images[list+"/"+name]; ok {
+				c["image"] = image
+			}
+		}
+		if len(items) > 0 {
+			spec[list] = items
+		}
+	}
+	if err := unstructured.SetNestedMap(out.Object, spec, path...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func randomID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 func podSpecOf(obj *unstructured.Unstructured) map[string]any {
@@ -287,15 +437,16 @@ func withAnnotations(opts Options, obj *unstructured.Unstructured) (Options, err
 }
 
 func (e *Engine) workloadFor(change diff.Change, target Target) (workload, error) {
+	b := base{e: e, change: change, target: target}
 	switch change.Ref.GroupKind() {
 	case schema.GroupKind{Group: "apps", Kind: "Deployment"}:
-		return &deployment{e: e, change: change, target: target}, nil
+		return &deployment{base: b}, nil
 	case schema.GroupKind{Group: "apps", Kind: "StatefulSet"}:
-		return &statefulSet{e: e, change: change, target: target}, nil
+		return &statefulSet{base: b}, nil
 	case schema.GroupKind{Group: "apps", Kind: "DaemonSet"}:
-		return &daemonSet{e: e, change: change, target: target}, nil
+		return &daemonSet{base: b}, nil
 	case schema.GroupKind{Kind: "Pod"}:
-		return &barePod{e: e, change: change}, nil
+		return &barePod{base: b}, nil
 	}
 	return nil, fmt.Errorf("%s: kind %s cannot be updated in place", change.Ref, change.Ref.Kind)
 }

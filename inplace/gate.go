@@ -67,32 +67,6 @@ func (e *Engine) setGate(ctx context.Context, pod *corev1.Pod, status corev1.Con
 	return nil
 }
 
-// disruptionsAllowed is the smallest disruptionsAllowed of the
-// PodDisruptionBudgets that select any of pods, or -1 when none does. PDBs
-// gate only evictions, not Pod patches: refit honours them itself.
-func (e *Engine) disruptionsAllowed(ctx context.Context, namespace string, pods []*corev1.Pod) (int, error) {
-	pdbs, err := e.client.PolicyV1().PodDisruptionBudgets(namespace).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return 0, fmt.Errorf("list PodDisruptionBudgets in %s: %w", namespace, err)
-	}
-	allowed := -1
-	for _, pdb := range pdbs.Items {
-		sel, err := metav1.LabelSelectorAsSelector(pdb.Spec.Selector)
-		if err != nil || sel.Empty() {
-			continue
-		}
-		for _, pod := range pods {
-			if sel.Matches(labels.Set(pod.Labels)) {
-				if n := int(pdb.Status.DisruptionsAllowed); allowed < 0 || n < allowed {
-					allowed = n
-				}
-				break
-			}
-		}
-	}
-	return allowed, nil
-}
-
 // OpenGates sets refit's readiness-gate condition True on every Pod of the
 // workload that lacks it, so that Pods created by the workload controller
 // (a scale-up, a recreation) become Ready. It does nothing for a workload

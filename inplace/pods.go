@@ -6,21 +6,33 @@ import (
 	"strings"
 	"time"
 
+	"github.com/distribution/reference"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
-// StateAnnotation on a Pod records an in-place update refit made: what it
-// patched and what the containers were before, so that a restarted refit can
-// tell a finished restart from one that has not happened yet.
+// StateAnnotation on a Pod records an in-place update refit made: which
+// rollout, what it patched and what the containers were before, so that a
+// restarted refit can tell a finished restart from one that has not
+// happened yet.
 const StateAnnotation = "refit.dev/inplace-state"
 
 // GateCondition is the readiness gate refit owns when a template lists it.
 const GateCondition corev1.PodConditionType = "InPlaceUpdateReady"
 
-// PodState is the content of StateAnnotation.
+// PodState is the content of StateAnnotation. It is only evidence for the
+// rollout and the Pod it names: a state left by an earlier rollout, or copied
+// onto a recreated Pod of the same name, is ignored.
 type PodState struct {
+	// Rollout is the ID of the rollout that wrote it (the workload's record).
+	Rollout string `json:"rollout,omitempty"`
+	// UID of the Pod it was written on.
+	UID types.UID `json:"uid,omitempty"`
 	// Revision identifies the target (a hash of the target images).
 	Revision string `json:"revision"`
+	// Generation is the Pod's metadata.generation the patch produced; a
+	// status whose observedGeneration is lower predates the patch.
+	Generation int64 `json:"generation,omitempty"`
 	// Containers patched, by name.
 	Containers map[string]ContainerBefore `json:"containers"`
 	PatchedAt  time.Time                  `json:"patchedAt"`
@@ -29,15 +41,19 @@ type PodState struct {
 // ContainerBefore is one patched container: its images and what the
 // container looked like before the patch.
 type ContainerBefore struct {
-	From         string `json:"from"`
-	To           string `json:"to"`
+	From string `json:"from"`
+	To   string `json:"to"`
+	// Origin is the image the container ran before this rollout first
+	// touched it (a re-targeted rollout patches a Pod twice).
+	Origin       string `json:"origin,omitempty"`
 	Init         bool   `json:"init,omitempty"`
 	ImageID      string `json:"imageID,omitempty"`
 	ContainerID  string `json:"containerID,omitempty"`
 	RestartCount int32  `json:"restartCount"`
 }
 
-// ReadState returns the Pod's recorded in-place update, if any.
+// ReadState returns the Pod's recorded in-place update, if any, whichever
+// rollout wrote it.
 func ReadState(pod *corev1.Pod) (*PodState, bool) {
 	raw, ok := pod.Annotations[StateAnnotation]
 	if !ok {
@@ -47,7 +63,19 @@ func ReadState(pod *corev1.Pod) (*PodState, bool) {
 	if err := json.Unmarshal([]byte(raw), &s); err != nil {
 		return nil, false
 	}
+	if s.UID != "" && s.UID != pod.UID {
+		return nil, false // copied onto another Pod (recreated under the same name)
+	}
 	return &s, true
+}
+
+// stateOf returns the Pod's state if rollout wrote it.
+func stateOf(pod *corev1.Pod, rollout string) (*PodState, bool) {
+	s, ok := ReadState(pod)
+	if !ok || s.Rollout != rollout {
+		return nil, false
+	}
+	return s, true
 }
 
 // Target is the images a rollout moves Pods to, by container name.
@@ -100,13 +128,27 @@ func (t Target) SpecAtTarget(pod *corev1.Pod) bool {
 	return true
 }
 
+// NormalizeImage spells an image reference the way container runtimes
+// report it: "nginx" and "nginx:latest" are "docker.io/library/nginx:latest".
+// A reference it cannot parse is returned as it is.
+func NormalizeImage(image string) string {
+	named, err := reference.ParseNormalizedNamed(image)
+	if err != nil {
+		return image
+	}
+	return reference.TagNameOnly(named).String()
+}
+
+func sameImage(a, b string) bool { return a == b || NormalizeImage(a) == NormalizeImage(b) }
+
 // Phase is where one Pod stands in a rollout.
 type Phase string
 
 const (
 	// PhaseOld: still on the old images, not patched.
 	PhaseOld Phase = "Old"
-	// PhaseRestarting: patched; its containers have not all restarted.
+	// PhaseRestarting: patched; its containers have not all restarted on
+	// the new images.
 	PhaseRestarting Phase = "Restarting"
 	// PhaseDone: runs the target images.
 	PhaseDone Phase = "Done"
@@ -126,38 +168,59 @@ var failureReasons = map[string]bool{
 	"RunContainerError":          true,
 }
 
-// PodPhase places a Pod in the rollout to target. A Pod at the target spec
-// without refit's state annotation was created from the new template and
-// is Done once Ready. A patched Pod is Done when every patched container
-// runs a new container (a new container ID or a higher restart count: this
-// also completes a retag that kept the same image ID) and is ready. It never
-// depends on how the runtime spells the image, so it cannot hang on
-// "nginx" versus "docker.io/library/nginx:latest".
-func PodPhase(pod *corev1.Pod, target Target, now time.Time, deadline time.Duration) (Phase, string) {
+// generationSeen reports whether the Pod's status was written for a spec at
+// least as new as generation. Nodes that do not report observedGeneration
+// (older kubelets) leave it unknown: ok is false.
+func generationSeen(pod *corev1.Pod, generation int64) (seen, ok bool) {
+	if pod.Status.ObservedGeneration == 0 || generation == 0 {
+		return false, false
+	}
+	return pod.Status.ObservedGeneration >= generation, true
+}
+
+// PodPhase places a Pod in rollout (an ID) to target. It is a pure
+// function of the Pod, the target and the clock.
+//
+// A Pod at the target spec that rollout did not patch was created from the
+// new template (or updated by an earlier rollout): it is Done once its status
+// is current and it is ready, with no restart of an earlier patch pending.
+//
+// A Pod rollout patched is Done when every patched container shows evidence
+// of the new image, not merely a new container: a container that crashed
+// and restarted on the old image near the patch has a new ID too. Evidence
+// is a changed imageID, a reported image that is the target (however the
+// runtime spells it) where the old one was another, or — for a retag that
+// keeps the digest, where nothing else differs — a container started after
+// the patch by a kubelet that has seen it. A waiting failure (ErrImagePull,
+// CrashLoopBackOff…) counts only once the status reflects the patch, so a
+// Pod stuck on a bad image that is patched to a good one is not failed by
+// its old status.
+func PodPhase(pod *corev1.Pod, target Target, rollout string, now time.Time, deadline time.Duration) (Phase, string) {
 	if !target.SpecAtTarget(pod) {
 		return PhaseOld, ""
 	}
-	state, patched := ReadState(pod)
+	state, patched := stateOf(pod, rollout)
 	if !patched {
-		// Created from the new template.
+		if seen, ok := generationSeen(pod, pod.Generation); ok && !seen {
+			return PhaseRestarting, ""
+		}
 		if reason := waitingFailure(pod, target); reason != "" {
 			return PhaseFailed, reason
+		}
+		if RestartPending(pod) || !podContainersReady(pod) {
+			return PhaseRestarting, ""
 		}
 		return PhaseDone, ""
 	}
 	for name, before := range state.Containers {
 		if cur, _, _ := specImage(pod, name, before.Init); cur != before.To {
-			continue // a record of an earlier rollout; the spec moved on
+			continue // not patched by this state's write any more
 		}
 		cs := containerStatus(pod, name, before.Init)
-		if cs == nil {
-			return PhaseRestarting, ""
-		}
-		if cs.State.Waiting != nil && failureReasons[cs.State.Waiting.Reason] {
+		if cs != nil && cs.State.Waiting != nil && failureReasons[cs.State.Waiting.Reason] && reflectsPatch(pod, state, cs, before) {
 			return PhaseFailed, fmt.Sprintf("container %s: %s: %s", name, cs.State.Waiting.Reason, cs.State.Waiting.Message)
 		}
-		restarted := cs.ContainerID != before.ContainerID || cs.RestartCount > before.RestartCount
-		if !restarted || cs.State.Running == nil || !cs.Ready {
+		if cs == nil || !runsNewImage(pod, state, cs, before) || !cs.Ready {
 			if deadline > 0 && now.Sub(state.PatchedAt) > deadline {
 				return PhaseFailed, fmt.Sprintf("container %s did not restart on %s within the progress deadline of %s", name, before.To, deadline)
 			}
@@ -167,9 +230,50 @@ func PodPhase(pod *corev1.Pod, target Target, now time.Time, deadline time.Durat
 	return PhaseDone, ""
 }
 
-// RestartPending reports whether a container refit patched (for whatever
-// target) has not restarted on its patched image yet: the kubelet is about
-// to take the Pod down.
+// reflectsPatch reports whether a container's status was written after the
+// kubelet saw the patch: the node says so (observedGeneration), or the
+// status names the patched image, or the container moved on.
+func reflectsPatch(pod *corev1.Pod, state *PodState, cs *corev1.ContainerStatus, before ContainerBefore) bool {
+	if seen, ok := generationSeen(pod, state.Generation); ok {
+		return seen
+	}
+	if sameImage(cs.Image, before.To) && !sameImage(before.To, before.From) {
+		return true
+	}
+	return cs.ContainerID != before.ContainerID || cs.RestartCount > before.RestartCount
+}
+
+// runsNewImage reports evidence that a patched container runs its new image.
+func runsNewImage(pod *corev1.Pod, state *PodState, cs *corev1.ContainerStatus, before ContainerBefore) bool {
+	restarted := cs.ContainerID != before.ContainerID || cs.RestartCount > before.RestartCount
+	if !restarted || cs.State.Running == nil {
+		return false
+	}
+	if seen, ok := generationSeen(pod, state.Generation); ok && !seen {
+		return false // the status predates the patch
+	}
+	if before.ImageID != "" && cs.ImageID != "" && cs.ImageID != before.ImageID {
+		return true // other content
+	}
+	if !sameImage(before.To, before.From) && sameImage(cs.Image, before.To) {
+		return true // the runtime names the new image
+	}
+	// The same content (a retag, or the same image spelled another way):
+	// a container started after the patch runs the new image, provided the
+	// status cannot be a crash-restart under the old name.
+	startedAfter := !cs.State.Running.StartedAt.Time.Before(state.PatchedAt.Truncate(time.Second))
+	if !startedAfter {
+		return false
+	}
+	if seen, ok := generationSeen(pod, state.Generation); ok {
+		return seen
+	}
+	return !sameImage(cs.Image, before.From) || sameImage(before.To, before.From)
+}
+
+// RestartPending reports whether a container refit patched (in whatever
+// rollout) has not restarted on its patched image yet: the kubelet is about
+// to take the Pod down, or has.
 func RestartPending(pod *corev1.Pod) bool {
 	state, ok := ReadState(pod)
 	if !ok {
@@ -180,11 +284,7 @@ func RestartPending(pod *corev1.Pod) bool {
 			continue
 		}
 		cs := containerStatus(pod, name, before.Init)
-		if cs == nil {
-			return true
-		}
-		restarted := cs.ContainerID != before.ContainerID || cs.RestartCount > before.RestartCount
-		if !restarted || cs.State.Running == nil || !cs.Ready {
+		if cs == nil || !runsNewImage(pod, state, cs, before) || !cs.Ready {
 			return true
 		}
 	}
@@ -193,8 +293,9 @@ func RestartPending(pod *corev1.Pod) bool {
 
 func waitingFailure(pod *corev1.Pod, target Target) string {
 	for name := range target.Containers {
-		if cs := containerStatus(pod, name, false); cs != nil && cs.State.Waiting != nil && failureReasons[cs.State.Waiting.Reason] {
-			return fmt.Sprintf("container %s: %s", name, cs.State.Waiting.Reason)
+		if cs := containerStatus(pod, name, false); cs != nil && cs.State.Waiting != nil && failureReasons[cs.State.Waiting.Reason] &&
+			sameImage(cs.Image, target.Containers[name]) {
+			return fmt.Sprintf("container %s: %s: %s", name, cs.State.Waiting.Reason, cs.State.Waiting.Message)
 		}
 	}
 	return ""
@@ -218,23 +319,40 @@ func PodAvailable(pod *corev1.Pod, minReadySeconds int32, now time.Time) bool {
 	return false
 }
 
-// jsonPatchOp is one RFC 6902 operation.
+// jsonPatchOp is one RFC 6902 operation. Value is always sent: a test of
+// null asserts that a member is absent.
 type jsonPatchOp struct {
 	Op    string `json:"op"`
 	Path  string `json:"path"`
-	Value any    `json:"value,omitempty"`
+	Value any    `json:"value"`
 }
 
 func escapePointer(s string) string {
 	return strings.ReplaceAll(strings.ReplaceAll(s, "~", "~0"), "/", "~1")
 }
 
+// PatchInput is what PodPatch needs besides the Pod.
+type PatchInput struct {
+	Target Target
+	// Rollout is the ID recorded in the Pod's state.
+	Rollout string
+	// Labels are written on the Pod (revision labels of StatefulSet and
+	// DaemonSet Pods).
+	Labels map[string]string
+	Now    time.Time
+}
+
 // PodPatch builds the one write that updates a Pod in place: for each target
 // container a test of the image seen (so a concurrent change is never
-// overwritten) and the new image, the labels given (revision labels of
-// StatefulSet and DaemonSet Pods), and refit's state annotation.
-func PodPatch(pod *corev1.Pod, target Target, labels map[string]string, now time.Time) ([]byte, error) {
-	state := PodState{Revision: target.Revision, Containers: map[string]ContainerBefore{}, PatchedAt: now.UTC().Truncate(time.Second)}
+// overwritten) and the new image, the labels given, and refit's state
+// annotation. Where the Pod has no labels or annotations yet, a test that
+// they are still absent guards the map it adds, so a concurrent writer's
+// entries are never replaced; the generation is tested so the state can name
+// the generation the patch produces.
+func PodPatch(pod *corev1.Pod, in PatchInput) ([]byte, error) {
+	state := PodState{Rollout: in.Rollout, UID: pod.UID, Revision: in.Target.Revision,
+		Containers: map[string]ContainerBefore{}, PatchedAt: in.Now.UTC()}
+	previous, _ := stateOf(pod, in.Rollout)
 	var ops []jsonPatchOp
 	add := func(images map[string]string, init bool) error {
 		list := "containers"
@@ -251,7 +369,12 @@ func PodPatch(pod *corev1.Pod, target Target, labels map[string]string, now time
 			}
 			path := fmt.Sprintf("/spec/%s/%d/image", list, i)
 			ops = append(ops, jsonPatchOp{Op: "test", Path: path, Value: cur}, jsonPatchOp{Op: "replace", Path: path, Value: img})
-			before := ContainerBefore{From: cur, To: img, Init: init}
+			before := ContainerBefore{From: cur, To: img, Origin: cur, Init: init}
+			if previous != nil {
+				if p, ok := previous.Containers[name]; ok && p.Origin != "" {
+					before.Origin = p.Origin
+				}
+			}
 			if cs := containerStatus(pod, name, init); cs != nil {
 				before.ImageID, before.ContainerID, before.RestartCount = cs.ImageID, cs.ContainerID, cs.RestartCount
 			}
@@ -259,40 +382,37 @@ func PodPatch(pod *corev1.Pod, target Target, labels map[string]string, now time
 		}
 		return nil
 	}
-	if err := add(target.Containers, false); err != nil {
+	if err := add(in.Target.Containers, false); err != nil {
 		return nil, err
 	}
-	if err := add(target.Init, true); err != nil {
+	if err := add(in.Target.Init, true); err != nil {
 		return nil, err
 	}
-	if len(pod.Labels) == 0 && len(labels) > 0 {
-		ops = append(ops, jsonPatchOp{Op: "add", Path: "/metadata/labels", Value: map[string]string{}})
+	if len(ops) > 0 && pod.Generation > 0 {
+		ops = append(ops, jsonPatchOp{Op: "test", Path: "/metadata/generation", Value: pod.Generation})
+		state.Generation = pod.Generation + 1 // a spec change bumps it by one
 	}
-	for k, v := range labels {
-		ops = append(ops, jsonPatchOp{Op: "add", Path: "/metadata/labels/" + escapePointer(k), Value: v})
-	}
+	ops = append(ops, mapOps("/metadata/labels", len(pod.Labels) == 0, in.Labels)...)
 	raw, err := json.Marshal(state)
 	if err != nil {
 		return nil, err
 	}
-	if len(pod.Annotations) == 0 {
-		ops = append(ops, jsonPatchOp{Op: "add", Path: "/metadata/annotations", Value: map[string]string{StateAnnotation: string(raw)}})
-	} else {
-		ops = append(ops, jsonPatchOp{Op: "add", Path: "/metadata/annotations/" + escapePointer(StateAnnotation), Value: string(raw)})
-	}
+	ops = append(ops, mapOps("/metadata/annotations", len(pod.Annotations) == 0, map[string]string{StateAnnotation: string(raw)})...)
 	return json.Marshal(ops)
 }
 
-// RevertPatch builds the write that puts a patched Pod back on the images
-// it had before (an in-place rollback).
-func RevertPatch(pod *corev1.Pod, state *PodState, labels map[string]string, now time.Time) ([]byte, error) {
-	back := Target{Revision: state.Revision + "-rollback", Containers: map[string]string{}, Init: map[string]string{}}
-	for name, c := range state.Containers {
-		if c.Init {
-			back.Init[name] = c.From
-		} else {
-			back.Containers[name] = c.From
-		}
+// mapOps sets entries of a string map at path. An empty map may be absent
+// (or null) on the server: it is tested and created whole.
+func mapOps(path string, empty bool, entries map[string]string) []jsonPatchOp {
+	if len(entries) == 0 {
+		return nil
 	}
-	return PodPatch(pod, back, labels, now)
+	if empty {
+		return []jsonPatchOp{{Op: "test", Path: path, Value: nil}, {Op: "add", Path: path, Value: entries}}
+	}
+	var ops []jsonPatchOp
+	for k, v := range entries {
+		ops = append(ops, jsonPatchOp{Op: "add", Path: path + "/" + escapePointer(k), Value: v})
+	}
+	return ops
 }

@@ -16,7 +16,10 @@ import (
 	"github.com/refit-gitops/refit/diff"
 )
 
-// run is one workload's rollout in progress.
+// run is one workload's rollout in progress: a loop of passes, each an
+// Assess of the Pods as the cache has them followed by the writes it asks
+// for. Everything it needs survives on the objects, so a restarted refit
+// simply runs passes again.
 type run struct {
 	e      *Engine
 	w      workload
@@ -26,24 +29,32 @@ type run struct {
 	res    *Result
 	gate   bool
 
-	lister  func() ([]*corev1.Pod, error)
-	pending map[string]bool // patched by this run, not yet seen so by the cache
-	batch   int
+	lister func() ([]*corev1.Pod, error)
+	// pending are Pods this run patched whose patch the cache may not show.
+	pending map[types.UID]bool
+	// marked are Pods this run told the Engine it is taking down (busy).
+	marked map[types.UID]bool
+	batch  int
 
-	// pdbAllowed and the workload's check are read from the API server at
-	// most once a second (slowRead), not on every pass.
-	pdbAllowed int
-	slowRead   time.Time
+	// The workload and the PDBs are read from the API server at most once
+	// a second (slowRead), not on every pass.
+	budgets  []DisruptionBudget
+	slowRead time.Time
 	// lastProgress is when a Pod last finished (or the rollout started).
 	lastProgress time.Time
+}
+
+func newRun(e *Engine, w workload, change diff.Change, target Target, opts Options, res *Result) *run {
+	return &run{e: e, w: w, change: change, target: target, opts: opts, res: res, gate: hasGate(change.Desired),
+		pending: map[types.UID]bool{}, marked: map[types.UID]bool{}}
 }
 
 func (r *run) loop(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	defer r.unmarkAll()
 	factory := informers.NewSharedInformerFactoryWithOptions(r.e.client, 0,
-		informers.WithNamespace(r.change.Ref.Namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = r.w.selector().String() }))
+		informers.WithNamespace(r.change.Ref.Namespace), informers.WithTweakListOptions(r.w.listOptions))
 	podInformer := factory.Core().V1().Pods()
 	wake := make(chan struct{}, 1)
 	notify := func(any) {
@@ -64,9 +75,16 @@ func (r *run) loop(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), podInformer.Informer().HasSynced) {
 		return fmt.Errorf("%s: pod cache did not sync: %w", r.change.Ref, ctx.Err())
 	}
-	lister := podInformer.Lister().Pods(r.change.Ref.Namespace)
-	r.lister = func() ([]*corev1.Pod, error) { return lister.List(r.w.selector()) }
-	r.pending = map[string]bool{}
+	informer := podInformer.Informer()
+	r.lister = func() ([]*corev1.Pod, error) {
+		var pods []*corev1.Pod
+		for _, obj := range informer.GetStore().List() {
+			if pod, ok := obj.(*corev1.Pod); ok && r.w.owns(pod) {
+				pods = append(pods, pod)
+			}
+		}
+		return pods, nil
+	}
 
 	ticker := time.NewTicker(r.opts.Resync)
 	defer ticker.Stop()
@@ -95,23 +113,24 @@ func (r *run) loop(ctx context.Context) error {
 // passGap is the least time between two passes woken by Pod events.
 const passGap = 20 * time.Millisecond
 
-// pass looks at every Pod once and takes the next step: finish, stop on a
-// failure, or patch the next batch. It is level-based: everything it needs
-// is on the objects, so a restarted refit simply runs passes again.
+// pass decides the next step from the Pods (Assess) and writes it: gates,
+// the end, a failure, or the next batch within the bound and the PDBs.
 func (r *run) pass(ctx context.Context) (bool, error) {
-	all, err := r.lister()
+	pods, err := r.lister()
 	if err != nil {
 		return false, err
 	}
 	now := r.e.now()
-	// Passes run on every burst of Pod events; what is read from the API
-	// server rather than the Pod cache is read at most once a second.
 	if now.Sub(r.slowRead) > time.Second {
-		if err := r.w.check(ctx); err != nil {
-			r.fail(ctx, "", err.Error())
-			return true, nil
+		if err := r.w.refresh(ctx); err != nil {
+			var stop *stopError
+			if errors.As(err, &stop) {
+				r.fail("", stop.reason)
+				return true, nil
+			}
+			return false, err
 		}
-		if r.pdbAllowed, err = r.e.disruptionsAllowed(ctx, r.change.Ref.Namespace, all); err != nil {
+		if r.budgets, err = r.e.disruptionBudgets(ctx, r.change.Ref.Namespace); err != nil {
 			return false, err
 		}
 		r.slowRead = now
@@ -120,140 +139,185 @@ func (r *run) pass(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	var (
-		candidates  []Candidate
-		done        int
-		unavailable int
-		byName      = map[string]*corev1.Pod{}
-	)
-	deadline := r.opts.ProgressDeadline
-	if _, set := r.change.Desired.GetAnnotations()[ProgressDeadlineAnnotation]; !set && r.w.progressDeadline() > 0 {
-		deadline = r.w.progressDeadline()
+	deadline := r.deadline()
+	d := Assess(PassInput{
+		Pods: pods, Target: r.target, Rollout: r.w.record().ID, Now: now, Deadline: deadline,
+		MinReadySeconds: r.w.minReadySeconds(), MaxUnavailable: maxUnavailable, Expected: r.w.expected(),
+		Eligible: r.w.eligible, Ordinal: r.w.ordinal, Pending: r.pending, Gate: r.gate,
+	})
+	for _, uid := range d.Settled {
+		delete(r.pending, uid)
 	}
-	for _, pod := range all {
-		if !r.w.owns(pod) {
-			continue
+	for uid, phase := range d.Phases {
+		if phase == PhaseDone && r.marked[uid] {
+			r.unmark(uid)
 		}
-		byName[pod.Name] = pod
-		phase, reason := PodPhase(pod, r.target, now, deadline)
-		if r.pending[pod.Name] {
-			if phase == PhaseOld {
-				phase = PhaseRestarting // our patch is not in the cache yet
-			} else {
-				delete(r.pending, pod.Name)
-			}
-		}
-		if !r.w.eligible(pod) {
-			continue
-		}
-		if phase == PhaseFailed {
-			r.fail(ctx, pod.Name, reason)
-			return true, nil
-		}
-		// A patched Pod is counted down from the patch on, before the
-		// kubelet has even killed its container: it is about to go down.
-		// So is one patched for an earlier target (a re-targeted rollout)
-		// whose restart has not happened yet.
-		available := PodAvailable(pod, r.w.minReadySeconds(), now) && phase != PhaseRestarting &&
-			!(phase == PhaseOld && RestartPending(pod))
-		if phase == PhaseDone && r.gate && !gateTrue(pod) && podContainersReady(pod) {
-			// The new images run: open the gate (also on new Pods).
-			if err := r.e.setGate(ctx, pod, corev1.ConditionTrue); err != nil {
-				return false, err
-			}
-			available = false // Ready follows once the kubelet sees the gate
-		}
-		if phase == PhaseOld && r.gate && gateMissing(pod) {
-			if err := r.e.setGate(ctx, pod, corev1.ConditionTrue); err != nil {
-				return false, err
-			}
-		}
-		if !available {
-			unavailable++
-		}
-		if phase == PhaseDone && available {
-			done++
-		}
-		candidates = append(candidates, Candidate{
-			Name: pod.Name, Ordinal: r.w.ordinal(pod), Available: available,
-			Done: phase == PhaseDone, InProgress: phase == PhaseRestarting,
-		})
 	}
-	if unavailable > r.res.MaxObserved {
-		r.res.MaxObserved = unavailable
+	if err := r.openGates(ctx, d.OpenGates); err != nil {
+		return false, err
 	}
-	if done > r.res.Updated || r.lastProgress.IsZero() {
+	if d.Unavailable > r.res.MaxObserved {
+		r.res.MaxObserved = d.Unavailable
+	}
+	if d.Done > r.res.Updated || r.lastProgress.IsZero() {
 		r.lastProgress = now
 	}
-	r.res.Total, r.res.Updated = len(candidates), done
-	if deadline > 0 && now.Sub(r.lastProgress) > deadline {
-		// A Pod that never becomes available for a reason of its own (no
-		// room for a recreated Pod, a failing probe) must not hang the
-		// rollout: no Pod finished within the deadline.
-		r.fail(ctx, "", fmt.Sprintf("no Pod finished updating within the progress deadline of %s (%d of %d done)", deadline, done, len(candidates)))
+	r.res.Total, r.res.Updated = d.Total, d.Done
+	switch {
+	case d.Failed != nil:
+		r.fail(d.Failed.Name, d.Reason)
 		return true, nil
-	}
-	if done == len(candidates) && len(r.pending) == 0 {
+	case d.Finished:
 		if err := r.w.release(ctx); err != nil {
 			return false, err
 		}
 		r.res.Outcome = Succeeded
-		r.report(unavailable, maxUnavailable, nil)
+		r.report(d.Unavailable, maxUnavailable, nil)
 		return true, nil
+	case deadline > 0 && now.Sub(r.lastProgress) > deadline:
+		// A Pod that never becomes available for a reason of its own (no
+		// room for a recreated Pod, a failing probe) must not hang the
+		// rollout: no Pod finished within the deadline.
+		r.fail("", fmt.Sprintf("no Pod finished updating within the progress deadline of %s (%d of %d done)", deadline, d.Done, d.Total))
+		return true, nil
+	case len(d.Patch) == 0:
+		return false, nil
 	}
-	batch := SelectBatch(candidates, maxUnavailable, r.pdbAllowed)
+	batch, err := r.e.withinBudgets(ctx, r.change.Ref.Namespace, d.Patch, r.budgets)
+	if err != nil {
+		return false, err
+	}
+	for _, pod := range batch {
+		r.marked[pod.UID] = true
+	}
 	if len(batch) == 0 {
 		return false, nil
 	}
-	if err := r.patchBatch(ctx, batch, byName); errors.Is(err, errStopped) {
+	patched, err := r.patchBatch(ctx, batch)
+	if errors.Is(err, errStopped) {
 		return true, nil
 	} else if err != nil {
 		return false, err
 	}
-	r.report(unavailable+len(batch), maxUnavailable, batch)
+	r.report(d.Unavailable+len(patched), maxUnavailable, patched)
 	return false, nil
 }
 
-func (r *run) patchBatch(ctx context.Context, batch []string, pods map[string]*corev1.Pod) error {
+func (r *run) deadline() time.Duration {
+	if _, set := r.change.Desired.GetAnnotations()[ProgressDeadlineAnnotation]; !set && r.w.progressDeadline() > 0 {
+		return r.w.progressDeadline()
+	}
+	return r.opts.ProgressDeadline
+}
+
+func (r *run) openGates(ctx context.Context, pods []*corev1.Pod) error {
+	for _, pod := range pods {
+		if err := r.e.setGate(ctx, pod, corev1.ConditionTrue); err != nil && !apierrors.IsNotFound(err) {
+			return err
+		}
+	}
+	return nil
+}
+
+// patchBatch drains (with the gate) and patches the batch. Pods the API
+// server refuses to patch stop the rollout at once, with its message.
+func (r *run) patchBatch(ctx context.Context, batch []*corev1.Pod) ([]string, error) {
 	r.batch++
 	if r.gate {
-		for _, name := range batch {
-			if err := r.e.setGate(ctx, pods[name], corev1.ConditionFalse); err != nil {
-				return err
+		for _, pod := range batch {
+			if err := r.e.setGate(ctx, pod, corev1.ConditionFalse); err != nil && !apierrors.IsNotFound(err) {
+				return nil, err
 			}
 		}
 		if r.opts.Grace > 0 {
 			select {
 			case <-ctx.Done():
-				return ctx.Err()
+				return nil, ctx.Err()
 			case <-time.After(r.opts.Grace):
 			}
 		}
 	}
-	for _, name := range batch {
-		pod := pods[name]
-		patch, err := PodPatch(pod, r.target, r.w.revisionLabels(), r.e.now())
-		if err != nil {
-			return fmt.Errorf("%s: %w", r.change.Ref, err)
-		}
-		_, err = r.e.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.JSONPatchType, patch,
-			metav1.PatchOptions{FieldManager: diff.FieldManager})
+	var patched []string
+	for i, pod := range batch {
+		err := r.patchPod(ctx, pod)
+		var refused *refusedError
 		switch {
-		case apierrors.IsInvalid(err) || apierrors.IsConflict(err) || apierrors.IsNotFound(err):
-			// The Pod changed under us (its image, or it is gone): the next
-			// pass sees it as it is now.
-			continue
-		case apierrors.IsForbidden(err):
-			// Admission (AlwaysPullImages, Pod Security, an image policy
-			// webhook) refuses the update.
-			r.fail(ctx, name, "the API server refused the image patch: "+err.Error())
-			return errStopped
+		case errors.As(err, &refused):
+			// Nothing more is touched; the drained Pods that were not
+			// patched get their gate back.
+			r.abandon(ctx, batch[i:])
+			r.fail(pod.Name, refused.Error())
+			return patched, errStopped
 		case err != nil:
-			return fmt.Errorf("pod %s/%s: patch images: %w", pod.Namespace, pod.Name, err)
+			r.abandon(ctx, batch[i:])
+			return patched, err
 		}
-		r.pending[name] = true
+		patched = append(patched, pod.Name)
 	}
-	return nil
+	return patched, nil
+}
+
+// refusedError: the API server turned a Pod patch down for good.
+type refusedError struct{ msg string }
+
+func (e *refusedError) Error() string { return e.msg }
+
+// patchPod writes one Pod's patch. A patch that fails because the Pod
+// changed under refit (its image, its generation, a first annotation by
+// another writer) is not an error: the next pass sees the Pod as it is.
+func (r *run) patchPod(ctx context.Context, pod *corev1.Pod) error {
+	patch, err := PodPatch(pod, PatchInput{Target: r.target, Rollout: r.w.record().ID, Labels: r.w.revisionLabels(), Now: r.e.now()})
+	if err != nil {
+		return fmt.Errorf("%s: %w", r.change.Ref, err)
+	}
+	pods := r.e.client.CoreV1().Pods(pod.Namespace)
+	_, err = pods.Patch(ctx, pod.Name, types.JSONPatchType, patch, metav1.PatchOptions{FieldManager: diff.FieldManager})
+	switch {
+	case err == nil:
+		r.pending[pod.UID] = true
+		return nil
+	case apierrors.IsNotFound(err) || apierrors.IsConflict(err):
+		r.unmark(pod.UID)
+		return nil
+	case refusal(err):
+		// A failed test op also comes back as a 4xx: tell it from a refusal
+		// by whether the Pod changed since it was read.
+		now, getErr := pods.Get(ctx, pod.Name, metav1.GetOptions{})
+		if getErr == nil && (now.UID != pod.UID || now.ResourceVersion != pod.ResourceVersion) {
+			r.unmark(pod.UID)
+			return nil
+		}
+		return &refusedError{msg: fmt.Sprintf("the API server refused the image patch of Pod %s: %s", pod.Name, apiMessage(err))}
+	default:
+		return fmt.Errorf("pod %s/%s: patch images: %w", pod.Namespace, pod.Name, err)
+	}
+}
+
+// abandon gives Pods that were drained but not patched their gate back.
+func (r *run) abandon(ctx context.Context, pods []*corev1.Pod) {
+	for _, pod := range pods {
+		if r.pending[pod.UID] {
+			continue
+		}
+		r.unmark(pod.UID)
+		if r.gate {
+			// Best effort: the gate keeper of refit run opens it too.
+			_ = r.e.setGate(ctx, pod, corev1.ConditionTrue)
+		}
+	}
+}
+
+func (r *run) unmark(uid types.UID) {
+	if r.marked[uid] {
+		delete(r.marked, uid)
+		r.e.busy.remove(uid)
+	}
+}
+
+func (r *run) unmarkAll() {
+	for uid := range r.marked {
+		r.unmark(uid)
+	}
 }
 
 func (r *run) report(unavailable, maxUnavailable int, patched []string) {
@@ -267,44 +331,14 @@ func (r *run) report(unavailable, maxUnavailable int, patched []string) {
 // errStopped ends the pass loop after fail recorded a Failed outcome.
 var errStopped = errors.New("rollout stopped")
 
-// fail stops the rollout: no further Pod is touched, and with
-// refit.dev/rollback: auto the patched Pods go back to their old images. The
-// controller's hold stays in place, so it does not roll out the failing
-// template either.
-func (r *run) fail(ctx context.Context, pod, reason string) {
-	r.res.Outcome, r.res.FailedPod, r.res.Reason = Failed, pod, reason
-	if r.change.Desired.GetAnnotations()[RollbackAnnotation] == "auto" {
-		n, err := r.rollback(ctx)
-		r.res.RolledBack = n
-		if err != nil {
-			r.res.Reason += "; rollback: " + err.Error()
-		}
-	}
-}
+// stopError from a workload's refresh stops the rollout as Failed.
+type stopError struct{ reason string }
 
-func (r *run) rollback(ctx context.Context) (int, error) {
-	pods, err := r.lister()
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, pod := range pods {
-		if !r.w.owns(pod) || !r.target.SpecAtTarget(pod) {
-			continue
-		}
-		state, ok := ReadState(pod)
-		if !ok || state.Revision != r.target.Revision {
-			continue
-		}
-		patch, err := RevertPatch(pod, state, r.w.previousLabels(), r.e.now())
-		if err != nil {
-			return n, err
-		}
-		if _, err := r.e.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.JSONPatchType, patch,
-			metav1.PatchOptions{FieldManager: diff.FieldManager}); err != nil && !apierrors.IsNotFound(err) {
-			return n, fmt.Errorf("pod %s: %w", pod.Name, err)
-		}
-		n++
-	}
-	return n, nil
+func (e *stopError) Error() string { return e.reason }
+
+// fail stops the rollout: no further Pod is touched. The controller's hold
+// stays in place, so it does not roll out the failing template either;
+// Rollout rolls back if the workload asks for it.
+func (r *run) fail(pod, reason string) {
+	r.res.Outcome, r.res.FailedPod, r.res.Reason = Failed, pod, reason
 }

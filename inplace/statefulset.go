@@ -27,15 +27,12 @@ import (
 // every Pod carries the new revision, because the controller deletes
 // unavailable old-revision Pods at once (Parallel with maxUnavailable).
 type statefulSet struct {
-	e      *Engine
-	change diff.Change
-	target Target
+	base
 
 	live      *appsv1.StatefulSet
 	sel       labels.Selector
 	revision  string
-	partition int // from Git: ordinals below it are not updated
-	rec       rolloutRecord
+	partition int // from Git: ordinals below start+partition are not updated
 }
 
 var statefulSetGVR = resources[diff.Ref{Group: "apps", Kind: "StatefulSet"}.GroupKind()]
@@ -49,23 +46,45 @@ func (s *statefulSet) precheck(ctx context.Context) (string, error) {
 	s.live = live
 	rec, resuming := readRecord(live.Annotations)
 	if !resuming {
-		switch {
-		case live.Status.ObservedGeneration < live.Generation:
-			return "the StatefulSet controller has not yet observed the last change", nil
-		case live.Status.CurrentRevision != live.Status.UpdateRevision:
-			return "a rollout of the StatefulSet is in progress", nil
+		if reason := statefulSetPreconditions(live); reason != "" {
+			return reason, nil
 		}
-		rec = rolloutRecord{StartedAt: s.e.now().UTC().Truncate(time.Second),
-			Previous: map[string]string{appsv1.ControllerRevisionHashLabelKey: live.Status.CurrentRevision}}
+		if rec, err = s.e.newRecordOf(&live.Spec.Template.Spec); err != nil {
+			return "", fmt.Errorf("%s: %w", ref, err)
+		}
 	}
-	rec.Revision = s.target.Revision
+	s.rec = resumed(rec, s.target)
 	if s.sel, err = metav1.LabelSelectorAsSelector(live.Spec.Selector); err != nil {
 		return "", fmt.Errorf("%s: selector: %w", ref, err)
 	}
 	p, _, _ := unstructured.NestedInt64(s.change.Desired.Object, "spec", "updateStrategy", "rollingUpdate", "partition")
 	s.partition = int(p)
-	s.rec = rec
 	return "", nil
+}
+
+// statefulSetPreconditions says why the in-place path cannot start, or "".
+// With a partition, the Pods below it keep the current revision for good:
+// the last rollout is complete when every Pod at or above it is updated.
+func statefulSetPreconditions(live *appsv1.StatefulSet) string {
+	replicas := replicasOf(live.Spec.Replicas)
+	partition := 0
+	if ru := live.Spec.UpdateStrategy.RollingUpdate; live.Spec.UpdateStrategy.Type != appsv1.OnDeleteStatefulSetStrategyType && ru != nil && ru.Partition != nil {
+		partition = int(*ru.Partition)
+	}
+	switch {
+	case live.Status.ObservedGeneration < live.Generation:
+		return "the StatefulSet controller has not yet observed the last change"
+	case live.Spec.UpdateStrategy.Type != appsv1.OnDeleteStatefulSetStrategyType && int(live.Status.UpdatedReplicas) < replicas-partition:
+		return fmt.Sprintf("a rollout of the StatefulSet is in progress (%d of %d Pods updated)", live.Status.UpdatedReplicas, max(replicas-partition, 0))
+	}
+	return ""
+}
+
+func replicasOf(r *int32) int {
+	if r == nil {
+		return 1
+	}
+	return int(*r)
 }
 
 func (s *statefulSet) prepare(ctx context.Context) error {
@@ -75,10 +94,7 @@ func (s *statefulSet) prepare(ctx context.Context) error {
 		return err
 	}
 	if live.Spec.UpdateStrategy.Type != appsv1.OnDeleteStatefulSetStrategyType {
-		replicas := int64(1)
-		if live.Spec.Replicas != nil {
-			replicas = int64(*live.Spec.Replicas)
-		}
+		replicas := int64(replicasOf(live.Spec.Replicas))
 		if r, ok, _ := unstructured.NestedInt64(s.change.Desired.Object, "spec", "replicas"); ok && r > replicas {
 			replicas = r
 		}
@@ -105,36 +121,56 @@ func (s *statefulSet) prepare(ctx context.Context) error {
 	return nil
 }
 
-func (s *statefulSet) owns(pod *corev1.Pod) bool { return metav1.IsControlledBy(pod, s.live) }
-func (s *statefulSet) selector() labels.Selector { return s.sel }
+// start is the first ordinal (spec.ordinals.start).
+func (s *statefulSet) start() int {
+	if s.live.Spec.Ordinals != nil {
+		return int(s.live.Spec.Ordinals.Start)
+	}
+	return 0
+}
+
+// index is the Pod's place among the replicas (ordinal - start), or -1.
+func (s *statefulSet) index(pod *corev1.Pod) int {
+	i := strings.LastIndex(pod.Name, "-")
+	n, err := strconv.Atoi(pod.Name[i+1:])
+	if err != nil || pod.Name[:max(i, 0)] != s.live.Name {
+		return -1
+	}
+	return n - s.start()
+}
+
+// owns excludes Pods outside the ordinals (being scaled away): the
+// controller counts neither their availability nor their revision.
+func (s *statefulSet) owns(pod *corev1.Pod) bool {
+	i := s.index(pod)
+	return metav1.IsControlledBy(pod, s.live) && i >= 0 && i < replicasOf(s.live.Spec.Replicas)
+}
+func (s *statefulSet) listOptions(o *metav1.ListOptions) { o.LabelSelector = s.sel.String() }
 func (s *statefulSet) revisionLabels() map[string]string {
 	return map[string]string{appsv1.ControllerRevisionHashLabelKey: s.revision}
 }
-func (s *statefulSet) eligible(pod *corev1.Pod) bool { return s.ordinal(pod) >= s.partition }
+
+// eligible: the partition counts from the first ordinal, as the controller
+// counts it.
+func (s *statefulSet) eligible(pod *corev1.Pod) bool { return s.index(pod) >= s.partition }
+func (s *statefulSet) ordinal(pod *corev1.Pod) int   { return s.index(pod) }
 func (s *statefulSet) minReadySeconds() int32        { return s.live.Spec.MinReadySeconds }
+func (s *statefulSet) expected() int                 { return replicasOf(s.live.Spec.Replicas) }
 
-func (s *statefulSet) ordinal(pod *corev1.Pod) int {
-	i := strings.LastIndex(pod.Name, "-")
-	n, err := strconv.Atoi(pod.Name[i+1:])
-	if err != nil {
-		return -1
-	}
-	return n
-}
-
+// maxUnavailable is the StatefulSet controller's: Git's value (the hold
+// replaces the live strategy), default 1, a percentage of replicas rounded
+// down, at least 1 (getStatefulSetMaxUnavailable), for Parallel and
+// OrderedReady alike.
 func (s *statefulSet) maxUnavailable() (int, error) {
-	if s.live.Spec.PodManagementPolicy != appsv1.ParallelPodManagement {
-		return 1, nil // OrderedReady: one Pod at a time
-	}
-	replicas := 1
-	if s.live.Spec.Replicas != nil {
-		replicas = int(*s.live.Spec.Replicas)
+	var sts appsv1.StatefulSet
+	if err := fromUnstructured(s.change.Desired, &sts); err != nil {
+		return 0, fmt.Errorf("%s: %w", s.change.Ref, err)
 	}
 	var v *intstr.IntOrString
-	if ru := s.live.Spec.UpdateStrategy.RollingUpdate; ru != nil {
+	if ru := sts.Spec.UpdateStrategy.RollingUpdate; ru != nil {
 		v = ru.MaxUnavailable
 	}
-	n, err := ResolveMaxUnavailable(v, intstr.FromInt32(1), replicas, RoundUp)
+	n, err := ResolveMaxUnavailable(v, intstr.FromInt32(1), replicasOf(s.live.Spec.Replicas), RoundDown)
 	if err != nil {
 		return 0, fmt.Errorf("%s: maxUnavailable: %w", s.change.Ref, err)
 	}
@@ -142,11 +178,17 @@ func (s *statefulSet) maxUnavailable() (int, error) {
 }
 
 func (s *statefulSet) progressDeadline() time.Duration { return 0 } // the Options deadline applies
-func (s *statefulSet) check(context.Context) error     { return nil }
+
+func (s *statefulSet) refresh(ctx context.Context) error {
+	live, err := s.e.client.AppsV1().StatefulSets(s.change.Ref.Namespace).Get(ctx, s.change.Ref.Name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("%s: %w", s.change.Ref, err)
+	}
+	s.live = live
+	return nil
+}
 
 func (s *statefulSet) release(ctx context.Context) error {
 	_, err := s.e.applyObject(ctx, statefulSetGVR, s.change.Desired)
 	return err
 }
-
-func (s *statefulSet) previousLabels() map[string]string { return s.rec.Previous }

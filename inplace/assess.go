@@ -1,0 +1,144 @@
+package inplace
+
+import (
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// PassInput is everything one look at a workload's Pods depends on.
+type PassInput struct {
+	// Pods are the workload's current Pods (owned by it), as last seen.
+	Pods   []*corev1.Pod
+	Target Target
+	// Rollout is the rollout's ID: only Pod states it wrote are evidence.
+	Rollout  string
+	Now      time.Time
+	Deadline time.Duration
+	// MinReadySeconds of the workload: a Pod is available once ready that long.
+	MinReadySeconds int32
+	// MaxUnavailable is the workload's bound, resolved against live replicas.
+	MaxUnavailable int
+	// Expected is how many Pods the workload should have; Pods it lacks
+	// count as unavailable, as the workload controllers count them.
+	Expected int
+	// Eligible says which Pods this rollout may update (a StatefulSet's
+	// ordinals at or above the partition); nil means all.
+	Eligible func(*corev1.Pod) bool
+	// Ordinal is a StatefulSet Pod's ordinal (patched highest first), or -1.
+	Ordinal func(*corev1.Pod) int
+	// Pending are Pods this run patched whose patch the cache may not show yet.
+	Pending map[types.UID]bool
+	// Gate: the template lists the InPlaceUpdateReady readiness gate.
+	Gate bool
+}
+
+// PassDecision is what to do next, decided from a PassInput alone.
+type PassDecision struct {
+	// Patch are the Pods to update now, in order, within the bound (PDBs
+	// are applied afterwards, against fresher data).
+	Patch []*corev1.Pod
+	// OpenGates are Pods whose InPlaceUpdateReady condition must be set
+	// True: they run the target images and are ready, or they are new, or
+	// an update of theirs was abandoned.
+	OpenGates []*corev1.Pod
+	// Failed is a Pod that cannot take the target images, with Reason.
+	Failed *corev1.Pod
+	Reason string
+	// Settled are pending Pods whose patch the cache shows now.
+	Settled []types.UID
+	// Finished: every eligible Pod runs the target images and is available.
+	Finished                 bool
+	Done, Total, Unavailable int
+	// Phases of the eligible Pods, by UID.
+	Phases map[types.UID]Phase
+}
+
+// Assess looks at every Pod once and decides the next step of a rollout:
+// finish, stop on a failure, open gates, or patch the next batch under the
+// workload's bound. It is a pure function; the caller writes.
+func Assess(in PassInput) PassDecision {
+	out := PassDecision{Phases: map[types.UID]Phase{}}
+	var (
+		candidates []Candidate
+		byName     = map[string]*corev1.Pod{}
+		pendingNow = 0
+		counted    = 0
+		gateClosed []*corev1.Pod
+	)
+	for _, pod := range in.Pods {
+		phase, reason := PodPhase(pod, in.Target, in.Rollout, in.Now, in.Deadline)
+		if in.Pending[pod.UID] {
+			if phase == PhaseOld {
+				phase = PhaseRestarting // our patch is not in the cache yet
+				pendingNow++
+			} else {
+				out.Settled = append(out.Settled, pod.UID)
+			}
+		}
+		// A patched Pod is counted down from the patch on, before the kubelet
+		// has even killed its container: it is about to go down. So is one
+		// patched by an earlier rollout or for an earlier target whose restart
+		// has not happened yet.
+		available := PodAvailable(pod, in.MinReadySeconds, in.Now) && phase != PhaseRestarting &&
+			!(phase == PhaseOld && RestartPending(pod))
+		if in.Gate && pod.DeletionTimestamp == nil {
+			switch {
+			case gateMissing(pod):
+				// A new Pod: not ready until the gate is set.
+				gateClosed = append(gateClosed, pod)
+				available = false
+			case phase == PhaseDone && !gateTrue(pod) && podContainersReady(pod):
+				out.OpenGates = append(out.OpenGates, pod)
+				available = false // Ready follows once the node sees the gate
+			case phase == PhaseOld && !gateTrue(pod) && !RestartPending(pod) && podContainersReady(pod):
+				// Drained for a patch that never came (a refit killed in the
+				// grace period, a refused patch): open it unless it is patched
+				// in this very pass.
+				gateClosed = append(gateClosed, pod)
+			}
+		}
+		counted++
+		if !available {
+			out.Unavailable++
+		}
+		if in.Eligible != nil && !in.Eligible(pod) {
+			continue
+		}
+		out.Phases[pod.UID] = phase
+		if phase == PhaseFailed && out.Failed == nil {
+			out.Failed, out.Reason = pod, reason
+		}
+		if phase == PhaseDone && available {
+			out.Done++
+		}
+		ordinal := -1
+		if in.Ordinal != nil {
+			ordinal = in.Ordinal(pod)
+		}
+		byName[pod.Name] = pod
+		candidates = append(candidates, Candidate{Name: pod.Name, Ordinal: ordinal, Available: available,
+			Done: phase == PhaseDone, InProgress: phase == PhaseRestarting || phase == PhaseFailed})
+	}
+	if missing := in.Expected - counted; missing > 0 {
+		out.Unavailable += missing
+	}
+	out.Total = len(candidates)
+	out.Finished = out.Done == out.Total && pendingNow == 0 && out.Failed == nil
+	if out.Failed != nil || out.Finished {
+		out.OpenGates = append(out.OpenGates, gateClosed...)
+		return out
+	}
+	selected := map[string]bool{}
+	for _, name := range SelectBatch(candidates, in.MaxUnavailable-out.Unavailable) {
+		selected[name] = true
+		out.Patch = append(out.Patch, byName[name])
+	}
+	for _, pod := range gateClosed {
+		if !selected[pod.Name] {
+			out.OpenGates = append(out.OpenGates, pod)
+		}
+	}
+	return out
+}
