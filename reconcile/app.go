@@ -9,6 +9,7 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/refit-gitops/refit/diff"
 	"github.com/refit-gitops/refit/inplace"
 	"github.com/refit-gitops/refit/source"
 )
@@ -51,26 +52,69 @@ type App struct {
 // appState is what the loop remembers between passes. Everything else is
 // re-derived from Git and the cluster.
 type appState struct {
-	applied  string // last commit applied (healthy or not)
-	failed   string // last commit that cannot be applied (a bad commit)
+	applied string // last commit applied (healthy or not)
+	// failed is the last commit not to be retried until a new one arrives:
+	// it cannot be applied (a bad commit) or an in-place rollout of it
+	// failed.
+	failed   string
 	lastSync time.Time
 	failures int // consecutive transient failures, for the backoff
+}
+
+// outcome is how one pass ended; it is also the result label of
+// refit_reconciles_total.
+type outcome string
+
+const (
+	outcomeSuccess outcome = "success"
+	// outcomeFailure: applied, but not healthy; drift passes look again.
+	outcomeFailure outcome = "failure"
+	// outcomeRolloutFailed: an in-place rollout failed (and maybe rolled
+	// back): a bad commit, not retried until a new commit.
+	outcomeRolloutFailed outcome = "rollout-failed"
+	outcomeBadCommit     outcome = "bad-commit"
+	outcomeTransient     outcome = "transient-error"
+	outcomeSuperseded    outcome = "superseded"
+	outcomePollError     outcome = "poll-error"
+)
+
+// pipeline is what the app loop needs of the reconciler: plan and apply one
+// revision (*Reconciler).
+type pipeline interface {
+	Plan(ctx context.Context, root string, opts Options) (*diff.Plan, error)
+	Apply(ctx context.Context, plan *diff.Plan, opts Options) (*Result, error)
+}
+
+var _ pipeline = (*Reconciler)(nil)
+
+// appLoop is one app's loop and what it depends on.
+type appLoop struct {
+	app     App
+	pipe    pipeline
+	now     func() time.Time
+	metrics *metrics
+	st      appState
 }
 
 // RunApp keeps one app in sync until ctx ends: a cheap poll every
 // Interval (or at once on a webhook); on a new commit render, plan, apply,
 // roll out in place and report the commit's status; with no new commit,
-// correct drift every DriftInterval. A commit that cannot be applied is not
-// retried until a new one arrives; transient errors back off.
+// correct drift every DriftInterval. A commit that cannot be applied, or
+// whose in-place rollout failed, is not retried until a new one arrives;
+// transient errors back off.
 func (r *Reconciler) RunApp(ctx context.Context, app App) {
-	log := logr.FromContextOrDiscard(ctx).WithValues("app", app.Name)
+	l := &appLoop{app: app, pipe: r, now: time.Now, metrics: r.metrics}
+	l.run(ctx)
+}
+
+func (l *appLoop) run(ctx context.Context) {
+	log := logr.FromContextOrDiscard(ctx).WithValues("app", l.app.Name)
 	ctx = logr.NewContext(ctx, log)
-	st := &appState{}
 	wait := time.Duration(0)
 	for {
 		var trigger <-chan struct{}
-		if app.Trigger != nil {
-			trigger = app.Trigger.C()
+		if l.app.Trigger != nil {
+			trigger = l.app.Trigger.C()
 		}
 		timer := time.NewTimer(wait)
 		select {
@@ -82,40 +126,44 @@ func (r *Reconciler) RunApp(ctx context.Context, app App) {
 			log.V(1).Info("webhook: polling now")
 		case <-timer.C:
 		}
-		wait = r.pass(ctx, app, st)
+		wait = l.pass(ctx)
 	}
 }
 
 // pass polls once and reconciles if needed; it returns how long to wait
 // before the next poll.
-func (r *Reconciler) pass(ctx context.Context, app App, st *appState) time.Duration {
+func (l *appLoop) pass(ctx context.Context) time.Duration {
 	log := logr.FromContextOrDiscard(ctx)
+	app, st := l.app, &l.st
 	rev, err := app.Poller.Poll(ctx)
 	if err != nil {
 		log.Error(err, "poll failed")
-		r.metrics.reconciled(app.Name, "poll-error", 0)
+		l.metrics.reconciled(app.Name, string(outcomePollError), 0)
 		return st.backoff(app.Interval)
 	}
 	newCommit := rev.Commit != st.applied && rev.Commit != st.failed
-	drift := !newCommit && time.Since(st.lastSync) >= app.DriftInterval && rev.Commit != st.failed
+	drift := !newCommit && l.now().Sub(st.lastSync) >= app.DriftInterval && rev.Commit != st.failed
 	if !newCommit && !drift {
 		st.failures = 0
-		return st.nextWait(app)
+		if rev.Commit == st.failed {
+			return app.Interval // no drift pass is due on a commit that failed
+		}
+		return l.nextWait()
 	}
-	start := time.Now()
-	outcome, err := r.syncUnlessSuperseded(ctx, app, rev, newCommit, st)
-	r.metrics.reconciled(app.Name, outcome, time.Since(start))
+	start := l.now()
+	out, err := l.syncUnlessSuperseded(ctx, rev, newCommit)
+	l.metrics.reconciled(app.Name, string(out), l.now().Sub(start))
 	switch {
-	case outcome == "superseded":
+	case out == outcomeSuperseded:
 		return 0 // the newer commit, at once
 	case err != nil:
-		log.Error(err, "reconcile failed", "revision", rev.Commit, "outcome", outcome)
+		log.Error(err, "reconcile failed", "revision", rev.Commit, "outcome", string(out))
 	}
-	if outcome == "transient-error" {
+	if out == outcomeTransient {
 		return st.backoff(app.Interval)
 	}
 	st.failures = 0
-	return st.nextWait(app)
+	return l.nextWait()
 }
 
 // syncUnlessSuperseded runs sync and keeps polling meanwhile (on the
@@ -123,18 +171,19 @@ func (r *Reconciler) pass(ctx context.Context, app App, st *appState) time.Durat
 // cancelled: an in-place rollout stops where it is (its progress is on the
 // objects) and the next pass re-targets the remaining Pods to the newer
 // images.
-func (r *Reconciler) syncUnlessSuperseded(ctx context.Context, app App, rev source.Revision, newCommit bool, st *appState) (string, error) {
+func (l *appLoop) syncUnlessSuperseded(ctx context.Context, rev source.Revision, newCommit bool) (outcome, error) {
 	type result struct {
-		outcome string
-		err     error
+		out outcome
+		err error
 	}
+	app := l.app
 	syncCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan result, 1)
-	failed := st.failed // st belongs to the sync goroutine until it is done
+	failed := l.st.failed // st belongs to the sync goroutine until it is done
 	go func() {
-		outcome, err := r.sync(syncCtx, app, rev, newCommit, st)
-		done <- result{outcome, err}
+		out, err := l.sync(syncCtx, rev, newCommit)
+		done <- result{out, err}
 	}()
 	var trigger <-chan struct{}
 	if app.Trigger != nil {
@@ -145,7 +194,7 @@ func (r *Reconciler) syncUnlessSuperseded(ctx context.Context, app App, rev sour
 	for {
 		select {
 		case res := <-done:
-			return res.outcome, res.err
+			return res.out, res.err
 		case <-trigger:
 		case <-ticker.C:
 		}
@@ -156,86 +205,133 @@ func (r *Reconciler) syncUnlessSuperseded(ctx context.Context, app App, rev sour
 		logr.FromContextOrDiscard(ctx).Info("newer revision: re-targeting", "revision", short(rev.Commit), "newer", short(newer.Commit))
 		cancel()
 		<-done
-		r.report(ctx, app, rev.Commit, CommitFailure, "superseded by "+short(newer.Commit)+" before it was done")
-		return "superseded", nil
+		l.report(ctx, rev.Commit, CommitFailure, "superseded by "+short(newer.Commit)+" before it was done")
+		return outcomeSuperseded, nil
 	}
 }
 
 // nextWait is the poll interval, or less when drift correction is due
 // sooner.
-func (st *appState) nextWait(app App) time.Duration {
-	return max(min(app.Interval, time.Until(st.lastSync.Add(app.DriftInterval))), 0)
+func (l *appLoop) nextWait() time.Duration {
+	due := l.st.lastSync.Add(l.app.DriftInterval).Sub(l.now())
+	return max(min(l.app.Interval, due), 0)
 }
 
 // sync renders, plans and applies one revision, and reports its state.
-func (r *Reconciler) sync(ctx context.Context, app App, rev source.Revision, newCommit bool, st *appState) (string, error) {
+func (l *appLoop) sync(ctx context.Context, rev source.Revision, newCommit bool) (outcome, error) {
+	app, st := l.app, &l.st
 	log := logr.FromContextOrDiscard(ctx).WithValues("revision", short(rev.Commit))
 	if newCommit {
 		log.Info("new revision", "message", firstLine(rev.Message))
-		r.report(ctx, app, rev.Commit, CommitPending, "refit is applying "+short(rev.Commit))
+		l.report(ctx, rev.Commit, CommitPending, "refit is applying "+short(rev.Commit))
 	}
-	plan, err := r.Plan(ctx, rev.Dir, app.Options)
+	plan, err := l.pipe.Plan(ctx, rev.Dir, app.Options)
 	if err == nil {
 		s := plan.Summary()
 		if plan.HasChanges() || newCommit {
 			log.Info("plan", "summary", s.String())
 		}
 		var res *Result
-		res, err = r.Apply(ctx, plan, app.Options)
-		if err == nil && res.Failed() {
-			err = rolloutFailure(res)
+		res, err = l.pipe.Apply(ctx, plan, app.Options)
+		if err == nil || isHealthError(err) {
+			// A failed rollout counts even when health failed too.
+			err = rolloutFailure(res, err)
 		}
 	}
-	st.lastSync = time.Now()
+	out := classify(err)
+	st.lastSync = l.now()
+	switch out {
+	case outcomeSuccess:
+		st.applied = rev.Commit
+		l.metrics.revision(app.Name, rev.Commit)
+		l.report(ctx, rev.Commit, CommitSuccess, "applied and healthy")
+	case outcomeBadCommit, outcomeRolloutFailed:
+		// Retrying the same commit cannot help (a failed rollout would only
+		// take its Pods down again): wait for a new commit.
+		st.failed = rev.Commit
+		l.report(ctx, rev.Commit, CommitFailure, err.Error())
+	case outcomeFailure:
+		// Applied, but unhealthy: report it and look again at the drift
+		// interval, not in a tight loop.
+		st.applied = rev.Commit
+		l.report(ctx, rev.Commit, CommitFailure, err.Error())
+	}
+	return out, err
+}
+
+// classify tells what err, the end of a sync, means for the commit.
+func classify(err error) outcome {
+	var ro *rolloutError
 	switch {
 	case err == nil:
-		st.applied = rev.Commit
-		r.metrics.revision(app.Name, rev.Commit)
-		r.report(ctx, app, rev.Commit, CommitSuccess, "applied and healthy")
-		return "success", nil
+		return outcomeSuccess
 	case IsBadCommit(err):
-		st.failed = rev.Commit
-		r.report(ctx, app, rev.Commit, CommitFailure, err.Error())
-		return "bad-commit", err
-	case isOutcomeFailure(err):
-		// Applied, but a rollout failed or is unhealthy: report it and look
-		// again at the drift interval, not in a tight loop.
-		st.applied = rev.Commit
-		r.report(ctx, app, rev.Commit, CommitFailure, err.Error())
-		return "failure", err
+		return outcomeBadCommit
+	case errors.As(err, &ro) && ro.failed:
+		return outcomeRolloutFailed
+	case errors.As(err, &ro) && ro.fallback:
+		// The in-place path stopped holding between plan and apply and
+		// nothing was changed: plan again soon, which sends it the ordinary
+		// way.
+		return outcomeTransient
+	case errors.As(err, &ro) || isHealthError(err):
+		return outcomeFailure
 	default:
-		return "transient-error", err
+		return outcomeTransient
 	}
 }
 
-// rolloutError is an in-place rollout that did not succeed.
-type rolloutError struct{ msg string }
+// rolloutError is an in-place rollout that did not succeed, or an apply
+// that is not healthy.
+type rolloutError struct {
+	msg string
+	// failed: a rollout failed (a Pod could not take the new images).
+	failed bool
+	// fallback: a rollout found the in-place path closed and changed
+	// nothing.
+	fallback bool
+	health   error // the apply's *apply.HealthError, if any
+}
 
 func (e *rolloutError) Error() string { return e.msg }
+func (e *rolloutError) Unwrap() error { return e.health }
 
-func rolloutFailure(res *Result) error {
+// rolloutFailure combines the rollouts that did not succeed and the
+// apply's health error; nil when everything succeeded.
+func rolloutFailure(res *Result, health error) error {
+	if res == nil {
+		return health
+	}
+	e := &rolloutError{health: health}
 	var parts []string
 	for _, ro := range res.Rollouts {
-		if ro.Outcome != inplace.Succeeded {
-			parts = append(parts, fmt.Sprintf("%s: %s", ro.Ref, describe(ro)))
+		switch ro.Outcome {
+		case inplace.Succeeded:
+			continue
+		case inplace.Failed:
+			e.failed = true
+		case inplace.Fallback:
+			e.fallback = true
 		}
+		parts = append(parts, fmt.Sprintf("%s: %s", ro.Ref, describe(ro)))
 	}
-	if len(parts) == 0 {
+	switch {
+	case health != nil:
+		parts = append(parts, health.Error())
+	case len(parts) == 0 && res.Failed():
 		parts = append(parts, "unhealthy")
+	case len(parts) == 0:
+		return nil
 	}
-	return &rolloutError{msg: strings.Join(parts, "; ")}
+	e.msg = strings.Join(parts, "; ")
+	return e
 }
 
-func isOutcomeFailure(err error) bool {
-	var ro *rolloutError
-	return errors.As(err, &ro) || isHealthError(err)
-}
-
-func (r *Reconciler) report(ctx context.Context, app App, commit string, state CommitState, desc string) {
-	if app.Status == nil {
+func (l *appLoop) report(ctx context.Context, commit string, state CommitState, desc string) {
+	if l.app.Status == nil {
 		return
 	}
-	if err := app.Status.Report(ctx, commit, state, desc); err != nil {
+	if err := l.app.Status.Report(ctx, commit, state, desc); err != nil {
 		logr.FromContextOrDiscard(ctx).Error(err, "commit status not reported", "state", string(state))
 	}
 }

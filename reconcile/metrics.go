@@ -27,7 +27,7 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "refit_reconciles_total", Help: "Reconciliations by app and result (success, failure, bad-commit, transient-error, poll-error).",
+			Name: "refit_reconciles_total", Help: "Reconciliations by app and result (success, failure, rollout-failed, bad-commit, transient-error, poll-error, superseded).",
 		}, []string{"app", "result"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "refit_reconcile_duration_seconds", Help: "Duration of reconciliations that rendered and planned.",
