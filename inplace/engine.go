@@ -205,9 +205,9 @@ func resumed(rec rolloutRecord, target Target) rolloutRecord {
 
 // Rollout updates the Pods of change's workload in place, or returns
 // Fallback without changing anything when it cannot.
-func (e *Engine) Rollout(ctx context.Context, change diff.Change, opts Options) (Result, error) {
+func (e *Engine) Rollout(ctx context.Context, change diff.Change, opts Options) (res Result, err error) {
 	start := e.now()
-	res := Result{Ref: change.Ref}
+	res.Ref = change.Ref
 	defer func() { res.Duration = e.now().Sub(start) }()
 	if change.Desired == nil {
 		return res, fmt.Errorf("%s: no desired object", change.Ref)
@@ -237,11 +237,11 @@ func (e *Engine) Rollout(ctx context.Context, change diff.Change, opts Options) 
 		return res, err
 	}
 	rec.Failed = ""
-	if err := w.prepare(ctx); err != nil {
+	if err = w.prepare(ctx); err != nil {
 		return res, err
 	}
 	r := newRun(e, w, change, target, opts, &res)
-	if err := r.loop(ctx); err != nil {
+	if err = r.loop(ctx); err != nil {
 		return res, err
 	}
 	if res.Outcome == Failed && rollback {
