@@ -58,11 +58,31 @@ func DefaultOptions() Options {
 // Reconciler reconciles apps into one cluster.
 type Reconciler struct {
 	planner *diff.Planner
-	applier *apply.Applier
-	engine  *inplace.Engine
+	applier applier
+	engine  roller
 	metrics *metrics
 	events  record.EventRecorder
 }
+
+// applier is what the reconciler needs of apply (*apply.Applier).
+type applier interface {
+	Apply(ctx context.Context, plan *diff.Plan, opts apply.Options) (*apply.Result, error)
+	WaitHealthy(ctx context.Context, plan *diff.Plan, res *apply.Result, opts apply.Options) error
+	Inventory(ctx context.Context, app string) ([]diff.Ref, error)
+}
+
+// roller is what the reconciler needs of the in-place engine
+// (*inplace.Engine).
+type roller interface {
+	Rollout(ctx context.Context, change diff.Change, opts inplace.Options) (inplace.Result, error)
+	Precheck(ctx context.Context, change diff.Change) (string, error)
+	OpenGates(ctx context.Context, workload *unstructured.Unstructured) (int, error)
+}
+
+var (
+	_ applier = (*apply.Applier)(nil)
+	_ roller  = (*inplace.Engine)(nil)
+)
 
 // Option sets an optional dependency of the Reconciler.
 type Option func(*Reconciler)
@@ -157,26 +177,21 @@ func (r *Result) Failed() bool {
 }
 
 // Apply carries out a plan: the ordinary changes first (validated as a
-// whole before anything is written), then the in-place rollouts, one
-// goroutine per workload. It also continues in-place rollouts that an
-// earlier refit left unfinished, and keeps refit's readiness gate open on
-// new Pods of gated workloads while it runs.
+// whole before anything is written), then, as soon as those writes are
+// done, the in-place rollouts, one goroutine per workload, while the health
+// of what was applied is waited for (Options.Wait) at the same time. It
+// also continues in-place rollouts that an earlier refit left unfinished,
+// and keeps refit's readiness gate open on new Pods of gated workloads
+// while it runs.
 func (r *Reconciler) Apply(ctx context.Context, plan *diff.Plan, opts Options) (*Result, error) {
-	var logMu sync.Mutex // rollouts run concurrently and share opts.Log
-	logf := func(format string, args ...any) {
-		if opts.Log != nil {
-			logMu.Lock()
-			fmt.Fprintf(opts.Log, format+"\n", args...)
-			logMu.Unlock()
-		}
-	}
+	log := &lockedWriter{w: opts.Log} // rollouts and the health wait run concurrently
 	var rollouts []diff.Change
 	for _, c := range plan.Changes {
 		switch {
 		case c.Path == diff.PathInPlace:
 			rollouts = append(rollouts, c)
 		case c.Action == diff.Unchanged && diff.IsWorkload(c.Ref.GroupKind()) && inplace.InProgress(c):
-			logf("%s: continuing an unfinished in-place rollout", c.Ref)
+			log.printf("%s: continuing an unfinished in-place rollout", c.Ref)
 			rollouts = append(rollouts, c)
 		}
 	}
@@ -184,21 +199,63 @@ func (r *Reconciler) Apply(ctx context.Context, plan *diff.Plan, opts Options) (
 	defer stopGates()
 
 	ao := apply.DefaultOptions()
-	ao.App, ao.Prune, ao.Wait, ao.Timeout = opts.App, opts.Prune, opts.Wait, opts.Timeout
+	ao.App, ao.Prune, ao.Timeout = opts.App, opts.Prune, opts.Timeout
 	if opts.Log != nil {
-		ao.Progress = apply.ProgressTo(opts.Log)
+		ao.Progress = apply.ProgressTo(log)
 	}
 	res := &Result{}
-	var err, healthErr error
+	var err error
 	res.Apply, err = r.applier.Apply(ctx, plan, ao)
-	var he *apply.HealthError
-	switch {
-	case errors.As(err, &he):
-		healthErr = err // the in-place rollouts still go ahead
-	case err != nil:
+	if err != nil {
 		return res, err
 	}
-	res.Rollouts = make([]inplace.Result, len(rollouts))
+	// The writes are done: the rollouts start now, not after the health of
+	// unrelated objects (up to the timeout).
+	var healthErr error
+	healthDone := make(chan struct{})
+	go func() {
+		defer close(healthDone)
+		if opts.Wait {
+			healthErr = r.waitHealthy(ctx, plan, res.Apply, rollouts, ao)
+		}
+	}()
+	var errs []error
+	res.Rollouts, errs = r.rollOut(ctx, rollouts, opts, log)
+	<-healthDone
+	if err := errors.Join(errs...); err != nil {
+		return res, err
+	}
+	return res, healthErr
+}
+
+// waitHealthy waits for the health of what res applied, except the
+// workloads the in-place engine rolls out: their rollout's outcome says how
+// they are (a failed rollout would otherwise hold the wait until its
+// timeout).
+func (r *Reconciler) waitHealthy(ctx context.Context, plan *diff.Plan, res *apply.Result, rollouts []diff.Change, ao apply.Options) error {
+	engine := make(map[diff.Ref]bool, len(rollouts))
+	for _, c := range rollouts {
+		engine[c.Ref] = true
+	}
+	waited := &apply.Result{}
+	var index []int
+	for i, o := range res.Objects {
+		if !engine[o.Ref] {
+			waited.Objects = append(waited.Objects, o)
+			index = append(index, i)
+		}
+	}
+	err := r.applier.WaitHealthy(ctx, plan, waited, ao)
+	for j, i := range index {
+		res.Objects[i] = waited.Objects[j]
+	}
+	res.Health = waited.Health
+	return err
+}
+
+// rollOut runs the in-place rollouts, one goroutine per workload.
+func (r *Reconciler) rollOut(ctx context.Context, rollouts []diff.Change, opts Options, log *lockedWriter) ([]inplace.Result, []error) {
+	results := make([]inplace.Result, len(rollouts))
 	errs := make([]error, len(rollouts))
 	var wg sync.WaitGroup
 	for i, c := range rollouts {
@@ -209,34 +266,52 @@ func (r *Reconciler) Apply(ctx context.Context, plan *diff.Plan, opts Options) (
 			io.Progress = func(p inplace.Progress) {
 				msg := fmt.Sprintf("batch %d, %d/%d updated, %d/%d unavailable%s", p.Batch, p.Updated, p.Total,
 					p.Unavailable, p.MaxUnavailable, patchedList(p.Patched))
-				logf("%s: in place: %s", p.Ref, msg)
+				log.printf("%s: in place: %s", p.Ref, msg)
 				if len(p.Patched) > 0 {
 					r.event(c, corev1.EventTypeNormal, "InPlaceBatch", msg)
 				}
 			}
-			logf("%s: in place: %s", c.Ref, imagesOf(c))
+			log.printf("%s: in place: %s", c.Ref, imagesOf(c))
 			r.event(c, corev1.EventTypeNormal, "InPlaceStarted", imagesOf(c))
-			res.Rollouts[i], errs[i] = r.engine.Rollout(ctx, c, io)
-			if errs[i] == nil {
-				ro := res.Rollouts[i]
-				logf("%s: in place: %s", c.Ref, describe(ro))
-				r.metrics.rollout(opts.App, ro)
-				switch ro.Outcome {
-				case inplace.Succeeded:
-					r.event(c, corev1.EventTypeNormal, "InPlaceSucceeded", describe(ro))
-				case inplace.Failed:
-					r.event(c, corev1.EventTypeWarning, "InPlaceFailed", describe(ro))
-				default:
-					r.event(c, corev1.EventTypeNormal, "InPlaceFallback", describe(ro))
-				}
+			results[i], errs[i] = r.engine.Rollout(ctx, c, io)
+			if errs[i] != nil {
+				return
+			}
+			ro := results[i]
+			log.printf("%s: in place: %s", c.Ref, describe(ro))
+			r.metrics.rollout(opts.App, ro)
+			switch ro.Outcome {
+			case inplace.Succeeded:
+				r.event(c, corev1.EventTypeNormal, "InPlaceSucceeded", describe(ro))
+			case inplace.Failed:
+				r.event(c, corev1.EventTypeWarning, "InPlaceFailed", describe(ro))
+			default:
+				r.event(c, corev1.EventTypeNormal, "InPlaceFallback", describe(ro))
 			}
 		}()
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return res, err
+	return results, errs
+}
+
+// lockedWriter serialises the progress lines of concurrent rollouts and of
+// the health wait; a nil writer discards them.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	if l.w == nil {
+		return len(p), nil
 	}
-	return res, healthErr
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func (l *lockedWriter) printf(format string, args ...any) {
+	fmt.Fprintf(l, format+"\n", args...)
 }
 
 func patchedList(names []string) string {
