@@ -48,6 +48,7 @@ type podGroup struct {
 
 	worst   int
 	worstAt string
+	worstIx int // index of the worst event in the watch's trace
 	last    int // unavailable after the latest event
 	overs   int // times it went over the bound
 }
@@ -79,6 +80,7 @@ type boundWatch struct {
 	deleted map[types.UID]string      // Pods being deleted or gone
 	downed  map[string]bool           // Ready, then not Ready without being deleted
 	events  int
+	trace   []string // one line per event, to show what led to a violation
 }
 
 func watchBound(t *testing.T, ns string, groups ...*podGroup) *boundWatch {
@@ -89,9 +91,18 @@ func watchBound(t *testing.T, ns string, groups ...*podGroup) *boundWatch {
 	}
 	bw := &boundWatch{done: make(chan struct{}), groups: groups, pods: map[types.UID]*corev1.Pod{},
 		first: map[types.UID]*corev1.Pod{}, deleted: map[types.UID]string{}, downed: map[string]bool{}}
+	// The listing is the starting point, not a sequence of events: the
+	// groups are measured once it is all in.
 	for i := range list.Items {
 		bw.first[list.Items[i].UID] = &list.Items[i]
-		bw.observe(watch.Added, &list.Items[i])
+		bw.pods[list.Items[i].UID] = &list.Items[i]
+	}
+	for _, g := range bw.groups {
+		g.worst = bw.unavailableLocked(g)
+		g.worstAt, g.last = "when the watch started", g.worst
+		if g.worst > g.bound {
+			g.overs = 1
+		}
 	}
 	bw.w, err = bed.Client.CoreV1().Pods(ns).Watch(context.Background(), metav1.ListOptions{ResourceVersion: list.ResourceVersion})
 	if err != nil {
@@ -131,17 +142,22 @@ func (bw *boundWatch) observe(typ watch.EventType, pod *corev1.Pod) {
 		}
 		bw.pods[pod.UID] = pod
 	}
+	now := time.Now().Format("15:04:05.000")
+	line := fmt.Sprintf("%s %-8s %s ready=%v deleting=%v %s", now, typ, pod.Name, podReady(pod), pod.DeletionTimestamp != nil, imagesOf(pod))
 	for _, g := range bw.groups {
 		n := bw.unavailableLocked(g)
+		line += fmt.Sprintf(" | %s: %d", g.name, n)
 		if n > g.worst {
 			g.worst = n
-			g.worstAt = fmt.Sprintf("%s %s", time.Now().Format("15:04:05.000"), pod.Name)
+			g.worstAt = fmt.Sprintf("%s %s", now, pod.Name)
+			g.worstIx = len(bw.trace)
 		}
 		if n > g.bound && g.last <= g.bound {
 			g.overs++
 		}
 		g.last = n
 	}
+	bw.trace = append(bw.trace, line)
 }
 
 // unavailableLocked is what the group is short of available Pods (or nodes).
@@ -171,7 +187,7 @@ func (bw *boundWatch) rebound(name string, want, bound int) {
 	for _, g := range bw.groups {
 		if g.name == name {
 			g.want, g.bound = want, bound
-			g.worst, g.worstAt = bw.unavailableLocked(g), "at the rebound"
+			g.worst, g.worstAt, g.worstIx = bw.unavailableLocked(g), "at the rebound", max(len(bw.trace)-1, 0)
 			g.last, g.overs = g.worst, 0
 			if g.worst > g.bound {
 				g.overs = 1
@@ -197,13 +213,14 @@ type boundReport struct {
 	// patched are Pods (same UID) whose container images changed.
 	patched []string
 	events  int
+	trace   []string
 }
 
 func (bw *boundWatch) report() boundReport {
 	bw.stop()
 	bw.mu.Lock()
 	defer bw.mu.Unlock()
-	r := boundReport{created: bw.created, events: bw.events}
+	r := boundReport{created: bw.created, events: bw.events, trace: bw.trace}
 	for _, name := range bw.deleted {
 		r.deleted = append(r.deleted, name)
 	}
@@ -230,7 +247,9 @@ func (r boundReport) assertBounds(t *testing.T) {
 	for _, g := range r.groups {
 		t.Logf("%s: at most %d unavailable at once (bound %d)", g.name, g.worst, g.bound)
 		if g.worst > g.bound {
-			t.Errorf("%s: %d unavailable at once (%s), bound %d; over the bound %d times", g.name, g.worst, g.worstAt, g.bound, g.overs)
+			from := max(g.worstIx-30, 0)
+			t.Errorf("%s: %d unavailable at once (%s), bound %d; over the bound %d times; the events up to the worst:\n%s",
+				g.name, g.worst, g.worstAt, g.bound, g.overs, strings.Join(r.trace[from:min(g.worstIx+1, len(r.trace))], "\n"))
 		}
 	}
 }
@@ -471,8 +490,13 @@ func TestBedReportsObservedGeneration(t *testing.T) {
 	createPod(t, pod)
 	observed := func(gen int64, what string, cond func(*corev1.Pod) bool) {
 		t.Helper()
-		waitPod(t, ns, pod.Name, time.Minute, fmt.Sprintf("%s at observedGeneration %d", what, gen), func(p *corev1.Pod) bool {
-			return p.Generation == gen && p.Status.ObservedGeneration == gen && cond(p)
+		waitUntil(t, time.Minute, fmt.Sprintf("%s at generation and observedGeneration %d", what, gen), func(ctx context.Context) (bool, string) {
+			p, err := bed.Client.CoreV1().Pods(ns).Get(ctx, pod.Name, metav1.GetOptions{})
+			if err != nil {
+				return false, err.Error()
+			}
+			return p.Generation == gen && p.Status.ObservedGeneration == gen && cond(p),
+				fmt.Sprintf("generation %d, observedGeneration %d, %s", p.Generation, p.Status.ObservedGeneration, describePod(p))
 		})
 	}
 	waiting := func(reason, image string) func(*corev1.Pod) bool {
