@@ -60,8 +60,16 @@ type Reconciler struct {
 	planner *diff.Planner
 	applier applier
 	engine  roller
+	gates   gateKeeper
 	metrics *metrics
 	events  record.EventRecorder
+}
+
+// gateKeeper keeps the readiness gate open on the Pods of gated workloads
+// (*inplace.GateKeeper).
+type gateKeeper interface {
+	Set(app string, workloads []*unstructured.Unstructured)
+	Run(ctx context.Context)
 }
 
 // applier is what the reconciler needs of apply (*apply.Applier).
@@ -76,12 +84,12 @@ type applier interface {
 type roller interface {
 	Rollout(ctx context.Context, change diff.Change, opts inplace.Options) (inplace.Result, error)
 	Precheck(ctx context.Context, change diff.Change) (string, error)
-	OpenGates(ctx context.Context, workload *unstructured.Unstructured) (int, error)
 }
 
 var (
-	_ applier = (*apply.Applier)(nil)
-	_ roller  = (*inplace.Engine)(nil)
+	_ applier    = (*apply.Applier)(nil)
+	_ roller     = (*inplace.Engine)(nil)
+	_ gateKeeper = (*inplace.GateKeeper)(nil)
 )
 
 // Option sets an optional dependency of the Reconciler.
@@ -112,7 +120,7 @@ func New(cfg *rest.Config, opts ...Option) (*Reconciler, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Reconciler{planner: planner, applier: applier, engine: engine}
+	r := &Reconciler{planner: planner, applier: applier, engine: engine, gates: inplace.NewGateKeeper(engine)}
 	for _, o := range opts {
 		o(r)
 	}
@@ -181,8 +189,7 @@ func (r *Result) Failed() bool {
 // done, the in-place rollouts, one goroutine per workload, while the health
 // of what was applied is waited for (Options.Wait) at the same time. It
 // also continues in-place rollouts that an earlier refit left unfinished,
-// and keeps refit's readiness gate open on new Pods of gated workloads
-// while it runs.
+// and hands the app's gated workloads to the gate keeper (see KeepGates).
 func (r *Reconciler) Apply(ctx context.Context, plan *diff.Plan, opts Options) (*Result, error) {
 	log := &lockedWriter{w: opts.Log} // rollouts and the health wait run concurrently
 	var rollouts []diff.Change
@@ -195,8 +202,9 @@ func (r *Reconciler) Apply(ctx context.Context, plan *diff.Plan, opts Options) (
 			rollouts = append(rollouts, c)
 		}
 	}
-	stopGates := r.keepGatesOpen(ctx, plan)
-	defer stopGates()
+	if r.gates != nil {
+		r.gates.Set(opts.App, gatedWorkloads(plan))
+	}
 
 	ao := apply.DefaultOptions()
 	ao.App, ao.Prune, ao.Timeout = opts.App, opts.Prune, opts.Timeout
@@ -368,33 +376,26 @@ func (r *Reconciler) event(c diff.Change, eventType, reason, msg string) {
 	r.events.Event(ref, eventType, reason, msg)
 }
 
-// keepGatesOpen opens refit's readiness gate on new Pods of the plan's
-// gated workloads every second until stopped.
-func (r *Reconciler) keepGatesOpen(ctx context.Context, plan *diff.Plan) func() {
-	var workloads []*unstructured.Unstructured // OpenGates skips those without the gate
+// KeepGates keeps refit's readiness gate open on the Pods of the gated
+// workloads of every app Apply has seen (new Pods, and Pods whose gate was
+// left False), from a watch, until ctx ends. Run it while rollouts may run
+// and only where refit may write (the leader).
+func (r *Reconciler) KeepGates(ctx context.Context) {
+	if r.gates != nil {
+		r.gates.Run(ctx)
+	}
+}
+
+// gatedWorkloads are the plan's workloads as Git has them, with their
+// namespace; the gate keeper keeps those whose template lists the gate.
+func gatedWorkloads(plan *diff.Plan) []*unstructured.Unstructured {
+	var out []*unstructured.Unstructured
 	for _, c := range plan.Changes {
 		if c.Desired != nil && diff.IsWorkload(c.Ref.GroupKind()) {
 			obj := c.Desired.DeepCopy()
 			obj.SetNamespace(c.Ref.Namespace)
-			workloads = append(workloads, obj)
+			out = append(out, obj)
 		}
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		ticker := time.NewTicker(time.Second)
-		defer ticker.Stop()
-		for {
-			for _, obj := range workloads {
-				_, _ = r.engine.OpenGates(ctx, obj) // retried on the next tick
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-ticker.C:
-			}
-		}
-	}()
-	return func() { cancel(); <-done }
+	return out
 }

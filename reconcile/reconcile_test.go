@@ -78,9 +78,6 @@ func (e *engine) Rollout(ctx context.Context, c diff.Change, _ inplace.Options) 
 }
 
 func (e *engine) Precheck(context.Context, diff.Change) (string, error) { return "", nil }
-func (e *engine) OpenGates(context.Context, *unstructured.Unstructured) (int, error) {
-	return 0, nil
-}
 
 func ref(kind, name string) diff.Ref {
 	return diff.Ref{Group: "apps", Version: "v1", Kind: kind, Namespace: "shop", Name: name}
@@ -231,5 +228,43 @@ func TestApplyStartsRolloutsRightAfterTheWrites(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// keeper records what the reconciler hands the gate keeper.
+type keeper struct {
+	app       string
+	workloads []*unstructured.Unstructured
+}
+
+func (k *keeper) Set(app string, ws []*unstructured.Unstructured) { k.app, k.workloads = app, ws }
+func (k *keeper) Run(context.Context)                             {}
+
+func TestApplyHandsTheGateKeeperTheAppsWorkloads(t *testing.T) {
+	web := &unstructured.Unstructured{}
+	web.SetAPIVersion("apps/v1")
+	web.SetKind("Deployment")
+	web.SetName("web") // no namespace in Git: the plan's ref has it
+	settings := &unstructured.Unstructured{}
+	settings.SetAPIVersion("v1")
+	settings.SetKind("ConfigMap")
+	settings.SetName("settings")
+	plan := &diff.Plan{Changes: []diff.Change{
+		{Ref: ref("Deployment", "web"), Action: diff.Unchanged, Desired: web},
+		{Ref: diff.Ref{Version: "v1", Kind: "ConfigMap", Namespace: "shop", Name: "settings"}, Action: diff.Update, Desired: settings},
+		{Ref: ref("Deployment", "gone"), Action: diff.Delete},
+	}}
+	k := &keeper{}
+	r := &Reconciler{applier: &stage{}, engine: &engine{}, gates: k}
+	opts := DefaultOptions()
+	opts.App, opts.Wait = "shop", false
+	if _, err := r.Apply(t.Context(), plan, opts); err != nil {
+		t.Fatal(err)
+	}
+	if k.app != "shop" || len(k.workloads) != 1 || k.workloads[0].GetName() != "web" || k.workloads[0].GetNamespace() != "shop" {
+		t.Errorf("gate keeper got app %q, %d workloads %v; want shop's Deployment web in namespace shop", k.app, len(k.workloads), k.workloads)
+	}
+	if web.GetNamespace() != "" {
+		t.Error("the plan's desired object was changed")
 	}
 }

@@ -56,6 +56,11 @@ func (r *Reconciler) Serve(ctx context.Context, apps []App, opts ServiceOptions)
 	runApps := func(ctx context.Context) {
 		ready.Store(true)
 		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.KeepGates(ctx) // one keeper for every app, while leading
+		}()
 		for _, app := range apps {
 			wg.Add(1)
 			go func() {

@@ -76,6 +76,12 @@ func (f *applyFlags) run(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	writePlanText(out, plan, colours(out))
+	// Gates of new Pods (and of Pods left False) are kept open while the
+	// command runs, so that what it applies can become Ready.
+	gateCtx, stopGates := context.WithCancel(ctx)
+	gatesDone := make(chan struct{})
+	go func() { defer close(gatesDone); r.KeepGates(gateCtx) }()
+	defer func() { stopGates(); <-gatesDone }()
 	res, err := r.Apply(ctx, plan, opts)
 	if res != nil && res.Apply != nil {
 		fmt.Fprintln(out, summary(res))
