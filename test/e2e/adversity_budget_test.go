@@ -831,7 +831,7 @@ const recreatedStatefulSet = `apiVersion: apps/v1
 kind: StatefulSet
 metadata:
   name: db
-  annotations: {refit.dev/progress-deadline: "40s"}
+  annotations: {refit.dev/progress-deadline: "40s", refit.dev/grace-seconds: "2"}
 spec:
   replicas: 6
   serviceName: db
@@ -845,15 +845,18 @@ spec:
       labels: {app: db}
       annotations: {kwok.refit.dev/restart-delay: 3s}
     spec:
+      readinessGates: [{conditionType: InPlaceUpdateReady}]
       containers:
       - {name: db, image: "db:VERSION"}
 `
 
 // Case 14, a Pod recreated under the same name: a StatefulSet Pod that
-// refit has just patched is deleted; the controller creates it again, same
-// name, new UID, from the held (old) revision. refit tells it from the one
-// it patched, updates it too, and the rollout finishes — the missing Pod
-// counted against the bound while it was gone.
+// refit is about to patch (its gate just went False, the grace period runs)
+// is deleted; the controller creates it again, same name, new UID, from the
+// held (old) revision, before the grace period ends. refit must tell it from
+// the Pod it read — not patch it on the strength of the old Pod's state —
+// update it too, and finish, the missing Pod counted against the bound while
+// it was gone.
 func TestAdversityStatefulSetPodRecreatedMidRollout(t *testing.T) {
 	ns, dir := namespace(t), t.TempDir()
 	manifest := func(v string) string { return strings.ReplaceAll(recreatedStatefulSet, "VERSION", v) }
@@ -865,14 +868,16 @@ func TestAdversityStatefulSetPodRecreatedMidRollout(t *testing.T) {
 	writeManifests(t, dir, manifest("2"))
 	p := startApply(t, ns, dir, "--grace", "0s")
 	var victim corev1.Pod
-	waitUntil(t, time.Minute, "a pod patched to db:2", func(ctx context.Context) (bool, string) {
+	waitUntil(t, time.Minute, "a pod's gate set False", func(ctx context.Context) (bool, string) {
 		for _, pod := range livePods(ctx, t, ns, "app=db") {
-			if specOf(&pod, "db") == "db:2" {
-				victim = pod
-				return true, ""
+			for _, c := range pod.Status.Conditions {
+				if c.Type == inplace.GateCondition && c.Status == corev1.ConditionFalse && specOf(&pod, "db") == "db:1" {
+					victim = pod
+					return true, ""
+				}
 			}
 		}
-		return false, "none"
+		return false, "all gates True"
 	})
 	if err := bed.Client.CoreV1().Pods(ns).Delete(context.Background(), victim.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatalf("delete pod %s: %v", victim.Name, err)
