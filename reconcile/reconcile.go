@@ -158,9 +158,15 @@ func (r *Reconciler) Plan(ctx context.Context, root string, opts Options) (*diff
 		if err != nil {
 			return nil, err
 		}
-		if reason != "" {
-			c.Path, c.Reason = diff.PathRecreate, "in place not possible: "+reason
+		if reason == "" {
+			continue
 		}
+		why := "in place not possible: " + reason
+		if inplace.InProgress(*c) {
+			// The apply releases the hold of the rollout under way.
+			why += "; the in-place rollout under way ends and the controller replaces the Pods under its own strategy"
+		}
+		c.Path, c.Reason = diff.PathRecreate, why
 	}
 	return plan, nil
 }
