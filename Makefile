@@ -17,7 +17,7 @@ build: ## Build bin/refit.
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/refit ./cmd/refit
 
 .PHONY: test
-test: vet unit e2e ## Everything CI runs: vet, unit tests, e2e tests (builds the cluster tools on first use).
+test: vet unit e2e chaos ## Everything CI runs: vet, unit tests, e2e tests, the chaos test (builds the cluster tools on first use).
 
 .PHONY: unit
 unit: ## Unit tests (no cluster).
@@ -28,7 +28,7 @@ e2e: tools ## End-to-end tests on the local cluster.
 	$(GO) test -tags e2e -count=1 -p 1 -timeout $(E2E_TIMEOUT) ./test/e2e/...
 
 .PHONY: chaos
-chaos: tools ## SIGKILL refit at random points of >= 20 in-place rollouts (REFIT_CHAOS_SEED=N replays one run's choices).
+chaos: tools ## SIGKILL refit at random points of >= 20 in-place rollouts, about 3 min (REFIT_CHAOS_SEED=N replays one run's choices).
 	REFIT_CHAOS=1 $(GO) test -tags e2e -count=1 -timeout 30m -run '^TestChaos$$' -v ./test/e2e/
 
 .PHONY: tools
