@@ -1110,3 +1110,47 @@ func TestAdversityBarePodWithoutLabels(t *testing.T) {
 		t.Errorf("pods taken down %v, patched %v: want solo only", r.downed, r.patched)
 	}
 }
+
+const gatedBarePod = `apiVersion: v1
+kind: Pod
+metadata:
+  name: lone
+  annotations: {refit.dev/grace-seconds: "0", kwok.refit.dev/restart-delay: 3s}
+spec:
+  nodeSelector: {refit.dev/node-type: kwok}
+  readinessGates: [{conditionType: InPlaceUpdateReady}]
+  containers:
+  - {name: lone, image: "lone:VERSION"}
+`
+
+// Case 15: a gated bare Pod, refit killed after it patched the Pod and
+// before it opened the gate again. The Pod is the workload, so nothing else
+// holds a record of the rollout: the next refit apply must still leave the
+// Pod Ready with its gate True, on the new image, same UID.
+func TestAdversityBarePodKilledBetweenPatchAndGate(t *testing.T) {
+	ns, dir := namespace(t), t.TempDir()
+	manifest := func(v string) string { return strings.ReplaceAll(gatedBarePod, "VERSION", v) }
+	writeManifests(t, dir, manifest("1"))
+	mustApplyDir(t, ns, dir)
+	before := waitOnImage(t, ns, "", 1, "lone", "lone:1", time.Minute)
+
+	writeManifests(t, dir, manifest("2"))
+	p := startApply(t, ns, dir)
+	waitPod(t, ns, "lone", time.Minute, "patched to lone:2", func(pod *corev1.Pod) bool { return specOf(pod, "lone") == "lone:2" })
+	if !p.kill() {
+		t.Fatalf("refit finished before it was killed: the test proves nothing\n%s", p.out.String())
+	}
+	// The 3 s restart outlives the kill: the gate is still False.
+	pod := waitPod(t, ns, "lone", time.Minute, "the new image running", func(pod *corev1.Pod) bool {
+		cs := containerStatus(pod, "lone")
+		return cs != nil && cs.Image == "lone:2" && cs.Ready
+	})
+	for _, c := range pod.Status.Conditions {
+		if c.Type == inplace.GateCondition && c.Status == corev1.ConditionTrue {
+			t.Fatalf("the gate was opened before the kill: the test proves nothing")
+		}
+	}
+	mustApplyDir(t, ns, dir)
+	after := waitOnImage(t, ns, "", 1, "lone", "lone:2", 30*time.Second)
+	sameUIDs(t, before, after)
+}
