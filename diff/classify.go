@@ -42,12 +42,20 @@ var ignoredPaths = map[string]bool{
 	// refit's own record of an unfinished in-place rollout: not in Git, and
 	// removing it would lose the rollout (see package inplace).
 	"metadata.annotations." + RolloutAnnotation: true,
+	// refit's note that a commit's images failed and were rolled back.
+	"metadata.annotations." + RolledBackAnnotation: true,
 }
 
 // RolloutAnnotation marks a workload whose Pods refit is updating in place.
 // The in-place engine writes and removes it; a plan never counts it as a
 // change.
 const RolloutAnnotation = "refit.dev/inplace-rollout"
+
+// RolledBackAnnotation marks a workload whose in-place rollout failed and was
+// rolled back: the images that failed are not tried again until they change
+// (or a by-hand apply asks for it). The in-place engine writes it; a plan
+// never counts it as a change.
+const RolledBackAnnotation = "refit.dev/inplace-rolled-back"
 
 // Classification is the outcome of comparing a live object with what the
 // server would make of the desired one.

@@ -35,6 +35,9 @@ const (
 	// place; it holds the rollout's record (rolloutRecord). A restarted refit
 	// finds it and continues.
 	RolloutAnnotation = diff.RolloutAnnotation
+	// RolledBackAnnotation on the live workload names the images (a target
+	// revision) that failed and were rolled back, with when and why.
+	RolledBackAnnotation = diff.RolledBackAnnotation
 )
 
 // Outcome of one workload's in-place rollout.
@@ -91,6 +94,10 @@ type Options struct {
 	ProgressDeadline time.Duration
 	// Resync is how often a pass runs without any Pod event.
 	Resync time.Duration
+	// RetryRolledBack tries images again that failed and were rolled back
+	// (RolledBackAnnotation); without it such a rollout fails at once,
+	// touching nothing. A by-hand apply sets it; the service does not.
+	RetryRolledBack bool
 	// Progress, if set, receives progress reports.
 	Progress func(Progress)
 }
@@ -220,6 +227,17 @@ func (e *Engine) Rollout(ctx context.Context, change diff.Change, opts Options) 
 	if err != nil {
 		return res, fmt.Errorf("%s: %w", change.Ref, err)
 	}
+	rollingBack := false
+	if change.Live != nil {
+		live, underway := readRecord(change.Live.GetAnnotations())
+		rollingBack = underway && live.Failed != "" && live.Failed == target.Revision
+	}
+	if note, ok := readRolledBack(change.Live); ok && note.Revision == target.Revision && !rollingBack && !opts.RetryRolledBack {
+		res.Outcome = Failed
+		res.Reason = fmt.Sprintf("these images failed and were rolled back at %s (%s); they are not tried again until they change (or refit apply is run again)",
+			note.At.Format(time.RFC3339), note.Reason)
+		return res, nil
+	}
 	w, target, fallback, err := e.check(ctx, change, target)
 	if err != nil {
 		return res, err
@@ -246,7 +264,8 @@ func (e *Engine) Rollout(ctx context.Context, change diff.Change, opts Options) 
 	}
 	if res.Outcome == Failed && rollback {
 		rec.Failed = target.Revision
-		return res, e.rollback(ctx, change, *rec, opts, &res)
+		err = e.rollback(ctx, change, *rec, opts, &res)
+		return res, err
 	}
 	return res, nil
 }
@@ -500,4 +519,35 @@ var resources = map[schema.GroupKind]schema.GroupVersionResource{
 	{Group: "apps", Kind: "StatefulSet"}: {Group: "apps", Version: "v1", Resource: "statefulsets"},
 	{Group: "apps", Kind: "DaemonSet"}:   {Group: "apps", Version: "v1", Resource: "daemonsets"},
 	{Kind: "Pod"}:                        {Version: "v1", Resource: "pods"},
+}
+
+// rolledBackNote is the content of RolledBackAnnotation.
+type rolledBackNote struct {
+	Revision string    `json:"revision"`
+	At       time.Time `json:"at"`
+	Reason   string    `json:"reason,omitempty"`
+}
+
+func readRolledBack(live *unstructured.Unstructured) (rolledBackNote, bool) {
+	var note rolledBackNote
+	if live == nil {
+		return note, false
+	}
+	raw, ok := live.GetAnnotations()[RolledBackAnnotation]
+	if !ok || json.Unmarshal([]byte(raw), &note) != nil {
+		return note, false
+	}
+	return note, true
+}
+
+// withAnnotation returns a copy of obj with one more annotation.
+func withAnnotation(obj *unstructured.Unstructured, key, value string) *unstructured.Unstructured {
+	out := obj.DeepCopy()
+	ann := out.GetAnnotations()
+	if ann == nil {
+		ann = map[string]string{}
+	}
+	ann[key] = value
+	out.SetAnnotations(ann)
+	return out
 }

@@ -2,7 +2,9 @@ package inplace
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/refit-gitops/refit/diff"
 )
@@ -22,6 +24,15 @@ func (e *Engine) rollback(ctx context.Context, change diff.Change, rec rolloutRe
 	desired, err := withImages(change.Desired, rec.Origin)
 	if err != nil {
 		return fmt.Errorf("%s: rollback: %w", change.Ref, err)
+	}
+	// The workload remembers which images failed, so that no refit (also one
+	// restarted, or a new leader) tries them again on its own.
+	note, err := json.Marshal(rolledBackNote{Revision: rec.Failed, At: e.now().UTC().Truncate(time.Second), Reason: truncate(res.Reason, 512)})
+	if err != nil {
+		return err
+	}
+	if change.Ref.Kind != "Pod" {
+		desired = withAnnotation(desired, RolledBackAnnotation, string(note))
 	}
 	backChange := change
 	backChange.Desired = desired
@@ -64,4 +75,11 @@ func (e *Engine) rollback(ctx context.Context, change diff.Change, rec rolloutRe
 	}
 	res.RollbackComplete = back.Outcome == Succeeded
 	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }

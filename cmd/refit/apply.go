@@ -71,6 +71,8 @@ func (f *applyFlags) run(ctx context.Context, out io.Writer) error {
 	opts.DefaultPolicy, opts.AllowRemoteBases = diff.Policy(f.policy), f.src.allowRemoteBases
 	opts.Prune, opts.Wait, opts.Timeout, opts.Log = f.prune, f.wait, f.timeout, out
 	opts.InPlace.Grace = f.grace
+	// Run by hand, apply tries again images that failed and were rolled back.
+	opts.InPlace.RetryRolledBack = true
 	plan, err := r.Plan(ctx, root, opts)
 	if err != nil {
 		return err

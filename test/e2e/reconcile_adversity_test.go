@@ -177,6 +177,20 @@ func TestReconcileFailedRolloutIsNotRetried(t *testing.T) {
 				}
 				return true, ""
 			})
+			if rollback {
+				// The workload itself remembers the rolled-back images: a
+				// restarted refit run (or a new leader) does not try them
+				// again either; it reports the commit failed at once.
+				svc.kill()
+				svc = app.serve(t, "--grace", "0s", "--drift-interval", "3s")
+				waitFor(t, time.Minute, "the restarted service reported the commit failed", func(context.Context) bool {
+					return reconciles(t, svc, "failing", "rollout-failed") >= 1
+				})
+				consistentlyTrue(t, 6*time.Second, "the rolled-back commit not retried after a restart", func(ctx context.Context) (bool, string) {
+					n := onBad(ctx)
+					return n == 0, fmt.Sprintf("%d pods on the bad image", n)
+				})
+			}
 
 			app.commit(w.with(func(w *workload) { w.image = "app:2" }).yaml(), "v3: a good image")
 			after := waitSettled(t, ns, 4, "app", "app:2", 2*time.Minute)
