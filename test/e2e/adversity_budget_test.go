@@ -15,6 +15,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -353,7 +354,9 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func(ctx c
 	var last string
 	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		ok, seen := cond(ctx)
-		last = seen
+		if seen != "" {
+			last = seen // a poll cut short by the deadline says nothing
+		}
 		return ok, nil
 	})
 	if err != nil {
@@ -362,13 +365,16 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func(ctx c
 }
 
 // livePods lists the namespace's Pods that are not being deleted, by name.
+// An error (a poll's deadline, an API hiccup) is an empty list: the callers
+// poll, and fail with what they last saw.
 func livePods(ctx context.Context, t *testing.T, ns, selector string) []corev1.Pod {
 	t.Helper()
 	list, err := bed.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
 	if err != nil {
-		t.Fatalf("list pods of %s: %v", ns, err)
+		t.Logf("list pods of %s: %v", ns, err)
+		return nil
 	}
-	var out []corev1.Pod
+	out := []corev1.Pod{}
 	for _, p := range list.Items {
 		if p.DeletionTimestamp == nil {
 			out = append(out, p)
@@ -385,6 +391,9 @@ func waitOnImage(t *testing.T, ns, selector string, n int, container, image stri
 	var pods []corev1.Pod
 	waitUntil(t, timeout, fmt.Sprintf("%d pods (%s) Ready on %s", n, selector, image), func(ctx context.Context) (bool, string) {
 		pods = livePods(ctx, t, ns, selector)
+		if pods == nil {
+			return false, ""
+		}
 		var off []string
 		for i := range pods {
 			cs := containerStatus(&pods[i], container)
@@ -534,6 +543,9 @@ func waitPodsWhere(t *testing.T, ns, selector string, n int, timeout time.Durati
 	var pods []corev1.Pod
 	waitUntil(t, timeout, fmt.Sprintf("%d pods (%s) %s", n, selector, what), func(ctx context.Context) (bool, string) {
 		pods = livePods(ctx, t, ns, selector)
+		if pods == nil {
+			return false, ""
+		}
 		var off []string
 		for i := range pods {
 			if !ok(&pods[i]) {
@@ -1153,4 +1165,84 @@ func TestAdversityBarePodKilledBetweenPatchAndGate(t *testing.T) {
 	mustApplyDir(t, ns, dir)
 	after := waitOnImage(t, ns, "", 1, "lone", "lone:2", 30*time.Second)
 	sameUIDs(t, before, after)
+}
+
+const quotaDaemonSet = `apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: agent
+  annotations: {refit.dev/progress-deadline: "30s"}
+spec:
+  selector: {matchLabels: {app: agent}}
+  updateStrategy:
+    type: RollingUpdate
+    rollingUpdate: {maxUnavailable: 2}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      nodeSelector: {refit.dev/node-type: kwok}
+      containers:
+      - {name: agent, image: "agent:VERSION"}
+`
+
+// Case 11: a node that should run the DaemonSet's Pod and has none (a
+// ResourceQuota refuses it) counts as unavailable, as the DaemonSet
+// controller counts it: with maxUnavailable 2 and one node already without
+// a Pod, refit takes down one more at a time, never two.
+func TestAdversityDaemonSetNodeWithoutPodCounts(t *testing.T) {
+	ns, dir := namespace(t), t.TempDir()
+	nodes, err := bed.Client.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{LabelSelector: "refit.dev/node-type=kwok"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := len(nodes.Items)
+	quota := &corev1.ResourceQuota{
+		ObjectMeta: metav1.ObjectMeta{Name: "pods", Namespace: ns},
+		Spec:       corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{corev1.ResourcePods: resource.MustParse(fmt.Sprint(n - 1))}},
+	}
+	if _, err := bed.Client.CoreV1().ResourceQuotas(ns).Create(context.Background(), quota, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The quota controller must have counted before the DaemonSet controller
+	// creates Pods, or the quota admits them all.
+	waitUntil(t, 30*time.Second, "the quota counted", func(ctx context.Context) (bool, string) {
+		q, err := bed.Client.CoreV1().ResourceQuotas(ns).Get(ctx, "pods", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		_, ok := q.Status.Used[corev1.ResourcePods]
+		return ok, fmt.Sprintf("%v", q.Status)
+	})
+	manifest := func(v string) string { return strings.ReplaceAll(quotaDaemonSet, "VERSION", v) }
+	writeManifests(t, dir, manifest("1"))
+	// No --wait: the DaemonSet is never healthy while the quota holds.
+	if out, code := runRefitCLI(t, ns, "apply", "--dir", dir, "--app", ns); code != 0 {
+		t.Fatalf("refit apply: exit %d\n%s", code, out)
+	}
+	before := waitOnImage(t, ns, "app=agent", n-1, "agent", "agent:1", time.Minute)
+	waitUntil(t, 30*time.Second, fmt.Sprintf("the DaemonSet to want %d Pods", n), func(ctx context.Context) (bool, string) {
+		ds, err := bed.Client.AppsV1().DaemonSets(ns).Get(ctx, "agent", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		return int(ds.Status.DesiredNumberScheduled) == n, fmt.Sprintf("%+v", ds.Status)
+	})
+
+	g := groupOf(t, "daemonset agent (nodes without an available Pod)", "app=agent", n, 2)
+	g.perNode = true
+	bw := watchBound(t, ns, g)
+	writeManifests(t, dir, manifest("2"))
+	// Every Pod that exists runs the current revision: a node the quota
+	// keeps empty is unavailable, not a rollout in progress.
+	assertPlanLine(t, ns, dir, "DaemonSet.apps/"+ns+"/agent", "update in place", "")
+	out, code := runRefitCLI(t, ns, "apply", "--dir", dir, "--app", ns, "--grace", "0s")
+	t.Logf("refit apply: exit %d\n%s", code, out)
+	after := waitOnImage(t, ns, "app=agent", n-1, "agent", "agent:2", time.Minute)
+	r := bw.report()
+	r.assertBounds(t)
+	r.assertNoneReplaced(t)
+	sameUIDs(t, before, after)
+	if code != 0 {
+		t.Errorf("refit apply: exit %d, want 0: every Pod that exists was updated\n%s", code, out)
+	}
 }
