@@ -658,11 +658,16 @@ func TestAdversityGates(t *testing.T) {
 		const message = "pod images are frozen in this namespace"
 		installPolicy(t, refusePodImageUpdates(ns, message))
 		waitRefused(t, ns, message)
-		if code := apply.exitWithin(t, time.Minute); code != 1 {
+		inForce := time.Now()
+		// The next Pod is patched once the one in flight restarted (3 s) and
+		// drained (1 s); a retry until the 5-minute deadline would miss this.
+		code := apply.exitWithin(t, 30*time.Second)
+		t.Logf("refit apply exited %s after the policy was in force", time.Since(inForce).Round(100*time.Millisecond))
+		if code != 1 {
 			t.Errorf("refit apply: exit %d, want 1 (the refusal fails the rollout)\n%s", code, apply.out.String())
 		}
-		if !strings.Contains(apply.out.String(), message) {
-			t.Errorf("refit apply does not report the policy's message %q:\n%s", message, apply.out.String())
+		if !reportsPodAndMessage(apply.out.String(), podsOf(t, ns), message) {
+			t.Errorf("refit apply does not report the refused Pod with the policy's message %q:\n%s", message, apply.out.String())
 		}
 		if n := countPodsWhere(context.Background(), ns, func(p *corev1.Pod) bool { return specImageOf(p, "app") == "app:1" }); n == 0 {
 			t.Errorf("every pod was patched although the policy refused the patch")
@@ -690,6 +695,22 @@ func TestAdversityGates(t *testing.T) {
 		}
 		assertFleet(t, fw, fleetCheck{bound: 2, before: before, after: after})
 	})
+}
+
+// reportsPodAndMessage reports whether a line of out names one of pods
+// together with message.
+func reportsPodAndMessage(out string, pods []corev1.Pod, message string) bool {
+	for _, line := range strings.Split(out, "\n") {
+		if !strings.Contains(line, message) {
+			continue
+		}
+		for _, p := range pods {
+			if strings.Contains(line, p.Name) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // waitGatesTrue waits until the namespace's n Pods are all Running and
