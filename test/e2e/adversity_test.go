@@ -584,27 +584,53 @@ func TestAdversityRollback(t *testing.T) {
 	// Every Pod goes back to app:1, what it ran before this rollout,
 	// including those that had finished on app:2.
 	t.Run("RetargetThenFailure", func(t *testing.T) {
-		ns := namespace(t)
 		w := workload{kind: "Deployment", name: "shop", replicas: 8, maxUnavailable: "2", restartDelay: "3s", image: "app:1",
 			annotations: map[string]string{"refit.dev/rollback": "auto", "refit.dev/progress-deadline": "5m"}}
-		app := newGitApp(t, ns, "retarget")
-		app.commit(w.yaml(), "v1")
-		app.serve(t, "--grace", "0s", "--drift-interval", "2s")
-		before := waitSettled(t, ns, 8, "app", "app:1", 2*time.Minute)
-		fw := watchFleet(t, ns)
-		app.commit(w.with(func(w *workload) { w.image = "app:2" }).yaml(), "v2: app:2")
-		waitFor(t, time.Minute, "2 pods done on app:2", func(ctx context.Context) bool {
-			return countPodsWhere(ctx, ns, func(p *corev1.Pod) bool { return settledOn(p, "app", "app:2") }) >= 2
-		})
-		if left := countPodsWhere(context.Background(), ns, func(p *corev1.Pod) bool { return specImageOf(p, "app") == "app:1" }); left < 2 {
-			t.Fatalf("only %d pods left on app:1 when app:bad is pushed: the test proves nothing", left)
-		}
-		app.commit(w.with(func(w *workload) { w.image = "app:bad" }).yaml(), "v3: a bad image")
-		waitPatched(t, ns, "app", "app:bad", 1, time.Minute)
-		after := waitSettled(t, ns, 8, "app", "app:1", 2*time.Minute)
-		assertRolledBack(t, ns, before, after, 8)
-		assertFleet(t, fw, fleetCheck{bound: 2, before: before, after: after})
+		testRetargetThenFailure(t, w, "", 2)
 	})
+
+	// The same under a PDB allowing 1 while maxUnavailable is 3: the Pods
+	// that finished on app:2 go back one at a time, as the PDB says.
+	t.Run("RetargetThenFailureUnderPDB", func(t *testing.T) {
+		w := workload{kind: "Deployment", name: "shop", replicas: 8, maxUnavailable: "3", restartDelay: "3s", image: "app:1",
+			annotations: map[string]string{"refit.dev/rollback": "auto", "refit.dev/progress-deadline": "5m"}}
+		testRetargetThenFailure(t, w, pdbYAML("shop", "1", "{matchLabels: {app: shop}}"), 1)
+	})
+}
+
+// testRetargetThenFailure rolls w out app:1 → app:2 with refit run, pushes
+// app:bad once two Pods run app:2, and checks that every Pod goes back to
+// app:1 within bound, and that the failed commit is not retried.
+func testRetargetThenFailure(t *testing.T, w workload, pdb string, bound int) {
+	t.Helper()
+	ns := namespace(t)
+	manifest := func(image string) string {
+		m := w.with(func(w *workload) { w.image = image }).yaml()
+		if pdb != "" {
+			m += "---\n" + pdb
+		}
+		return m
+	}
+	app := newGitApp(t, ns, "retarget")
+	app.commit(manifest("app:1"), "v1")
+	app.serve(t, "--grace", "0s", "--drift-interval", "2s")
+	before := waitSettled(t, ns, 8, "app", "app:1", 2*time.Minute)
+	if pdb != "" {
+		waitPDB(t, ns, "shop", 8)
+	}
+	fw := watchFleet(t, ns)
+	app.commit(manifest("app:2"), "v2: app:2")
+	waitFor(t, time.Minute, "2 pods done on app:2", func(ctx context.Context) bool {
+		return countPodsWhere(ctx, ns, func(p *corev1.Pod) bool { return settledOn(p, "app", "app:2") }) >= 2
+	})
+	if left := countPodsWhere(context.Background(), ns, func(p *corev1.Pod) bool { return specImageOf(p, "app") == "app:1" }); left < 2 {
+		t.Fatalf("only %d pods left on app:1 when app:bad is pushed: the test proves nothing", left)
+	}
+	app.commit(manifest("app:bad"), "v3: a bad image")
+	waitPatched(t, ns, "app", "app:bad", 1, time.Minute)
+	after := waitSettled(t, ns, 8, "app", "app:1", 2*time.Minute)
+	assertRolledBack(t, ns, before, after, 8)
+	assertFleet(t, fw, fleetCheck{bound: bound, before: before, after: after})
 }
 
 // assertRolledBack checks what a finished rollback leaves: at most
