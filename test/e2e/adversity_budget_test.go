@@ -180,6 +180,26 @@ func (bw *boundWatch) unavailableLocked(g *podGroup) int {
 	return max(g.want-available, 0)
 }
 
+// sawDeleted reports whether the watch has seen the Pod uid being deleted.
+func (bw *boundWatch) sawDeleted(uid types.UID) bool {
+	bw.mu.Lock()
+	defer bw.mu.Unlock()
+	_, ok := bw.deleted[uid]
+	return ok
+}
+
+// current is what the named group is short of now.
+func (bw *boundWatch) current(name string) int {
+	bw.mu.Lock()
+	defer bw.mu.Unlock()
+	for _, g := range bw.groups {
+		if g.name == name {
+			return g.last
+		}
+	}
+	return -1
+}
+
 // rebound gives a group a new size and bound (a scale), and restarts its
 // worst count from what is unavailable now.
 func (bw *boundWatch) rebound(name string, want, bound int) {
@@ -1245,4 +1265,84 @@ func TestAdversityDaemonSetNodeWithoutPodCounts(t *testing.T) {
 	if code != 0 {
 		t.Errorf("refit apply: exit %d, want 0: every Pod that exists was updated\n%s", code, out)
 	}
+}
+
+// Case 11, mid-rollout: a DaemonSet Pod not yet updated is deleted while a
+// ResourceQuota keeps the controller from creating it again. Its node has no
+// Pod from then on and counts as unavailable: refit, which may take down 2
+// nodes' Pods, takes down at most one more. (The deletion itself may meet
+// refit's batch in flight; the bound is checked from the moment that batch
+// is back.)
+func TestAdversityDaemonSetNodeLosesPodMidRollout(t *testing.T) {
+	ns, dir := namespace(t), t.TempDir()
+	nodes, err := bed.Client.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{LabelSelector: "refit.dev/node-type=kwok"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := len(nodes.Items)
+	manifest := func(v string) string {
+		m := strings.ReplaceAll(quotaDaemonSet, "VERSION", v)
+		return strings.Replace(m, "    metadata: {labels: {app: agent}}",
+			"    metadata:\n      labels: {app: agent}\n      annotations: {kwok.refit.dev/restart-delay: 3s}", 1)
+	}
+	writeManifests(t, dir, manifest("1"))
+	mustApplyDir(t, ns, dir)
+	before := waitOnImage(t, ns, "app=agent", n, "agent", "agent:1", time.Minute)
+	quota := &corev1.ResourceQuota{
+		ObjectMeta: metav1.ObjectMeta{Name: "pods", Namespace: ns},
+		Spec:       corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{corev1.ResourcePods: resource.MustParse(fmt.Sprint(n - 1))}},
+	}
+	if _, err := bed.Client.CoreV1().ResourceQuotas(ns).Create(context.Background(), quota, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 30*time.Second, "the quota counted", func(ctx context.Context) (bool, string) {
+		q, err := bed.Client.CoreV1().ResourceQuotas(ns).Get(ctx, "pods", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		used := q.Status.Used[corev1.ResourcePods]
+		return used.Value() == int64(n), fmt.Sprintf("%v", q.Status)
+	})
+
+	g := groupOf(t, "daemonset agent (nodes without an available Pod)", "app=agent", n, 2)
+	g.perNode = true
+	bw := watchBound(t, ns, g)
+	writeManifests(t, dir, manifest("2"))
+	p := startApply(t, ns, dir, "--grace", "0s")
+	var victim corev1.Pod
+	waitUntil(t, time.Minute, "a pod patched to agent:2 and one still on agent:1", func(ctx context.Context) (bool, string) {
+		var patched, old []corev1.Pod
+		for _, pod := range livePods(ctx, t, ns, "app=agent") {
+			if specOf(&pod, "agent") == "agent:2" {
+				patched = append(patched, pod)
+			} else {
+				old = append(old, pod)
+			}
+		}
+		if len(patched) > 0 && len(old) > 0 {
+			victim = old[len(old)-1]
+			return true, ""
+		}
+		return false, fmt.Sprintf("%d patched, %d old", len(patched), len(old))
+	})
+	if err := bed.Client.CoreV1().Pods(ns).Delete(context.Background(), victim.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatalf("delete pod %s: %v", victim.Name, err)
+	}
+	waitUntil(t, time.Minute, "the deletion seen, the batch in flight at the deletion back", func(context.Context) (bool, string) {
+		c := bw.current(g.name)
+		return bw.sawDeleted(victim.UID) && c <= 2, fmt.Sprintf("deletion seen %v, %d nodes without an available Pod", bw.sawDeleted(victim.UID), c)
+	})
+	bw.rebound(g.name, n, 2)
+	if p.exited() {
+		t.Fatalf("refit finished before the node lost its Pod: the test proves nothing\n%s", p.out.String())
+	}
+	out, code := p.finish(t, 2*time.Minute)
+	t.Logf("refit apply: exit %d\n%s", code, out)
+	after := waitOnImage(t, ns, "app=agent", n-1, "agent", "agent:2", time.Minute)
+	r := bw.report()
+	r.assertBounds(t)
+	if len(r.created) > 0 || fmt.Sprint(r.deleted) != "["+victim.Name+"]" {
+		t.Errorf("created %v, deleted %v: want only %s deleted (by the test), none created (the quota)", r.created, r.deleted, victim.Name)
+	}
+	sameUIDs(t, before, after)
 }
