@@ -52,8 +52,11 @@ func (d *daemonSet) precheck(ctx context.Context) (string, error) {
 		switch {
 		case live.Status.ObservedGeneration < live.Generation:
 			return "the DaemonSet controller has not yet observed the last change", nil
-		case live.Status.UpdatedNumberScheduled != live.Status.DesiredNumberScheduled:
-			return "a rollout of the DaemonSet is in progress", nil
+		case live.Status.UpdatedNumberScheduled < live.Status.CurrentNumberScheduled:
+			// Only Pods that exist say so: a node that should run a Pod and
+			// has none (no room, a quota) is unavailable, not behind.
+			return fmt.Sprintf("a rollout of the DaemonSet is in progress (%d of %d Pods updated)",
+				live.Status.UpdatedNumberScheduled, live.Status.CurrentNumberScheduled), nil
 		}
 		if rec, err = d.e.newRecordOf(&live.Spec.Template.Spec); err != nil {
 			return "", fmt.Errorf("%s: %w", ref, err)
