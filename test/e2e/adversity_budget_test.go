@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/util/retry"
 
 	"github.com/refit-gitops/refit/inplace"
+	"github.com/refit-gitops/refit/test/cluster"
 )
 
 // Issue 10, cases 8, 11, 13, 14 and 15: the budget of StatefulSets and
@@ -1272,16 +1273,41 @@ func TestAdversityDaemonSetNodeWithoutPodCounts(t *testing.T) {
 // Pod from then on and counts as unavailable: refit, which may take down 2
 // nodes' Pods, takes down at most one more. (The deletion itself may meet
 // refit's batch in flight; the bound is checked from the moment that batch
-// is back.)
+// is back.) The DaemonSet runs on 6 nodes of its own, so that enough Pods
+// are left to patch after the deletion for a wrong count to show.
 func TestAdversityDaemonSetNodeLosesPodMidRollout(t *testing.T) {
 	ns, dir := namespace(t), t.TempDir()
-	nodes, err := bed.Client.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{LabelSelector: "refit.dev/node-type=kwok"})
-	if err != nil {
-		t.Fatal(err)
+	const n = 6
+	pool := ns[len(ns)-5:]
+	for i := 0; i < n; i++ {
+		node := cluster.KwokNode(fmt.Sprintf("pool-%s-%d", pool, i), 10)
+		node.Labels[cluster.NodeTypeLabel] = "kwok-pool" // not a node other tests place Pods on
+		node.Labels["refit.dev/pool"] = pool
+		if _, err := bed.Client.CoreV1().Nodes().Create(context.Background(), node, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("create node %s: %v", node.Name, err)
+		}
+		t.Cleanup(func() {
+			_ = bed.Client.CoreV1().Nodes().Delete(context.Background(), node.Name, metav1.DeleteOptions{})
+		})
 	}
-	n := len(nodes.Items)
+	waitUntil(t, time.Minute, fmt.Sprintf("%d pool nodes Ready", n), func(ctx context.Context) (bool, string) {
+		nodes, err := bed.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: "refit.dev/pool=" + pool})
+		if err != nil {
+			return false, ""
+		}
+		ready := 0
+		for _, node := range nodes.Items {
+			for _, c := range node.Status.Conditions {
+				if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+					ready++
+				}
+			}
+		}
+		return ready == n, fmt.Sprintf("%d Ready", ready)
+	})
 	manifest := func(v string) string {
 		m := strings.ReplaceAll(quotaDaemonSet, "VERSION", v)
+		m = strings.Replace(m, "nodeSelector: {refit.dev/node-type: kwok}", "nodeSelector: {refit.dev/pool: "+pool+"}", 1)
 		return strings.Replace(m, "    metadata: {labels: {app: agent}}",
 			"    metadata:\n      labels: {app: agent}\n      annotations: {kwok.refit.dev/restart-delay: 3s}", 1)
 	}
