@@ -103,7 +103,8 @@ func Assess(in PassInput) PassDecision {
 		if !available {
 			out.Unavailable++
 		}
-		if in.Eligible != nil && !in.Eligible(pod) {
+		if in.Eligible != nil && !in.Eligible(pod) || pod.DeletionTimestamp != nil {
+			// A Pod being deleted counts as unavailable; it is never patched.
 			continue
 		}
 		out.Phases[pod.UID] = phase

@@ -123,6 +123,9 @@ func TestAssess(t *testing.T) {
 		{name: "down Pods first and free", kinds: []podKind{oldReady, oldDown, oldDown}, max: 1, wantPatch: []string{"p01", "p02"}},
 		{name: "a missing Pod spends the budget", kinds: []podKind{oldReady, oldReady}, max: 1, expected: 3},
 		{name: "finished", kinds: []podKind{doneReady, doneReady}, max: 1, finished: true},
+		{name: "a Pod being deleted is down and never patched", kinds: []podKind{oldReady, oldReady, oldReady}, max: 2,
+			mutate:    func(p []*corev1.Pod) { p[0].DeletionTimestamp = &metav1.Time{Time: t0} },
+			wantPatch: []string{"p01"}},
 		{name: "done Pod opens its gate", kinds: []podKind{doneReady, oldReady}, max: 2, gate: true,
 			mutate:    func(p []*corev1.Pod) { p[0].Status.Conditions[1].Status = corev1.ConditionFalse },
 			wantPatch: []string{"p01"}, wantGates: []string{"p00"}},
@@ -190,4 +193,3 @@ func TestAssessPendingPatch(t *testing.T) {
 	}
 }
 
-var _ = metav1.Now
