@@ -192,4 +192,3 @@ func TestAssessPendingPatch(t *testing.T) {
 		t.Errorf("patch %v, unavailable %d, finished %v: want nothing patched while p00's patch is in flight", names(d.Patch), d.Unavailable, d.Finished)
 	}
 }
-
