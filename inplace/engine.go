@@ -3,13 +3,9 @@ package inplace
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
-	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -178,38 +174,6 @@ type base struct {
 func (b *base) record() *rolloutRecord { return &b.rec }
 func (b *base) setTarget(t Target)     { b.target = t }
 
-// rolloutRecord is the content of RolloutAnnotation.
-type rolloutRecord struct {
-	// ID names the rollout in its Pods' states; it survives re-targeting.
-	ID        string    `json:"id"`
-	Revision  string    `json:"revision"`
-	StartedAt time.Time `json:"startedAt"`
-	// Origin are the template's images before the rollout ("containers/NAME"
-	// or "initContainers/NAME"): what a rollback goes back to.
-	Origin map[string]string `json:"origin,omitempty"`
-	// Failed is the revision that failed and is being rolled back.
-	Failed string `json:"failed,omitempty"`
-}
-
-// newRecordOf starts the record of a rollout from the live Pod spec (the
-// template's) that it is about to change.
-func (e *Engine) newRecordOf(spec *corev1.PodSpec) (rolloutRecord, error) {
-	raw, err := runtime.DefaultUnstructuredConverter.ToUnstructured(spec)
-	if err != nil {
-		return rolloutRecord{}, err
-	}
-	return rolloutRecord{ID: randomID(), StartedAt: e.now().UTC().Truncate(time.Second), Origin: imagesOf(raw)}, nil
-}
-
-// resumed points a record (new, or read from the live workload) at target.
-func resumed(rec rolloutRecord, target Target) rolloutRecord {
-	if rec.ID == "" {
-		rec.ID = randomID() // a record written before rollouts had IDs
-	}
-	rec.Revision = target.Revision
-	return rec
-}
-
 // Rollout updates the Pods of change's workload in place, or returns
 // Fallback without changing anything when it cannot.
 func (e *Engine) Rollout(ctx context.Context, change diff.Change, opts Options) (res Result, err error) {
@@ -330,96 +294,10 @@ func InProgress(change diff.Change) bool {
 	return ok
 }
 
-// targetOf reads the target images from the desired object.
-func targetOf(change diff.Change) (Target, error) {
-	spec := podSpecOf(change.Desired)
-	if spec == nil {
-		return Target{}, fmt.Errorf("%s: no Pod spec", change.Ref)
-	}
-	return targetFromImages(imagesOf(spec)), nil
-}
-
-// imagesOf lists a Pod spec's images that can change in place: containers
-// and restartable init containers (sidecars), keyed "containers/NAME" and
-// "initContainers/NAME".
-func imagesOf(spec map[string]any) map[string]string {
-	out := map[string]string{}
-	for _, list := range []string{"containers", "initContainers"} {
-		items, _, _ := unstructured.NestedSlice(spec, list)
-		for _, item := range items {
-			c, _ := item.(map[string]any)
-			name, _ := c["name"].(string)
-			image, _ := c["image"].(string)
-			if policy, _ := c["restartPolicy"].(string); list == "initContainers" && policy != "Always" {
-				continue
-			}
-			out[list+"/"+name] = image
-		}
-	}
-	return out
-}
-
-// targetFromImages builds a Target from imagesOf's map; its revision is a
-// hash of the images.
-func targetFromImages(images map[string]string) Target {
-	t := Target{Containers: map[string]string{}, Init: map[string]string{}}
-	var keys []string
-	for key, image := range images {
-		list, name, _ := strings.Cut(key, "/")
-		if list == "containers" {
-			t.Containers[name] = image
-		} else {
-			t.Init[name] = image
-		}
-		keys = append(keys, key+"="+image)
-	}
-	sort.Strings(keys)
-	sum := sha256.Sum256([]byte(strings.Join(keys, "\n")))
-	t.Revision = hex.EncodeToString(sum[:])[:12]
-	return t
-}
-
-// withImages returns a copy of obj whose Pod spec runs images (imagesOf's
-// keys); containers it does not name are left alone.
-func withImages(obj *unstructured.Unstructured, images map[string]string) (*unstructured.Unstructured, error) {
-	out := obj.DeepCopy()
-	path := []string{"spec", "template", "spec"}
-	if out.GetKind() == "Pod" {
-		path = []string{"spec"}
-	}
-	spec, _, _ := unstructured.NestedMap(out.Object, path...)
-	for _, list := range []string{"containers", "initContainers"} {
-		items, _, _ := unstructured.NestedSlice(spec, list)
-		for _, item := range items {
-			c, _ := item.(map[string]any)
-			name, _ := c["name"].(string)
-			if image, ok := images[list+"/"+name]; ok {
-				c["image"] = image
-			}
-		}
-		if len(items) > 0 {
-			spec[list] = items
-		}
-	}
-	if err := unstructured.SetNestedMap(out.Object, spec, path...); err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
 func randomID() string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-func podSpecOf(obj *unstructured.Unstructured) map[string]any {
-	path := []string{"spec", "template", "spec"}
-	if obj.GetKind() == "Pod" {
-		path = []string{"spec"}
-	}
-	spec, _, _ := unstructured.NestedMap(obj.Object, path...)
-	return spec
 }
 
 func hasGate(obj *unstructured.Unstructured) bool {
@@ -430,29 +308,6 @@ func hasGate(obj *unstructured.Unstructured) bool {
 		}
 	}
 	return false
-}
-
-func withAnnotations(opts Options, obj *unstructured.Unstructured) (Options, error) {
-	ann := obj.GetAnnotations()
-	if v, ok := ann[GraceAnnotation]; ok {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			return opts, fmt.Errorf("%s %q: want a number of seconds", GraceAnnotation, v)
-		}
-		opts.Grace = time.Duration(n) * time.Second
-	}
-	if v, ok := ann[ProgressDeadlineAnnotation]; ok {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			n, nerr := strconv.Atoi(v)
-			if nerr != nil || n <= 0 {
-				return opts, fmt.Errorf("%s %q: want a duration (10m) or seconds", ProgressDeadlineAnnotation, v)
-			}
-			d = time.Duration(n) * time.Second
-		}
-		opts.ProgressDeadline = d
-	}
-	return opts, nil
 }
 
 func (e *Engine) workloadFor(change diff.Change, target Target) (workload, error) {
@@ -488,32 +343,6 @@ func (e *Engine) applyObject(ctx context.Context, gvr schema.GroupVersionResourc
 	return out, nil
 }
 
-// withRecord returns a copy of desired carrying the rollout record.
-func withRecord(desired *unstructured.Unstructured, rec rolloutRecord) (*unstructured.Unstructured, error) {
-	obj := desired.DeepCopy()
-	raw, err := json.Marshal(rec)
-	if err != nil {
-		return nil, err
-	}
-	ann := obj.GetAnnotations()
-	if ann == nil {
-		ann = map[string]string{}
-	}
-	ann[RolloutAnnotation] = string(raw)
-	obj.SetAnnotations(ann)
-	return obj, nil
-}
-
-// readRecord returns the live workload's rollout record, if it has one.
-func readRecord(ann map[string]string) (rolloutRecord, bool) {
-	var rec rolloutRecord
-	raw, ok := ann[RolloutAnnotation]
-	if !ok || json.Unmarshal([]byte(raw), &rec) != nil {
-		return rec, false
-	}
-	return rec, true
-}
-
 var resources = map[schema.GroupKind]schema.GroupVersionResource{
 	{Group: "apps", Kind: "Deployment"}:  {Group: "apps", Version: "v1", Resource: "deployments"},
 	{Group: "apps", Kind: "StatefulSet"}: {Group: "apps", Version: "v1", Resource: "statefulsets"},
@@ -521,33 +350,25 @@ var resources = map[schema.GroupKind]schema.GroupVersionResource{
 	{Kind: "Pod"}:                        {Version: "v1", Resource: "pods"},
 }
 
-// rolledBackNote is the content of RolledBackAnnotation.
-type rolledBackNote struct {
-	Revision string    `json:"revision"`
-	At       time.Time `json:"at"`
-	Reason   string    `json:"reason,omitempty"`
-}
-
-func readRolledBack(live *unstructured.Unstructured) (rolledBackNote, bool) {
-	var note rolledBackNote
-	if live == nil {
-		return note, false
+func withAnnotations(opts Options, obj *unstructured.Unstructured) (Options, error) {
+	ann := obj.GetAnnotations()
+	if v, ok := ann[GraceAnnotation]; ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return opts, fmt.Errorf("%s %q: want a number of seconds", GraceAnnotation, v)
+		}
+		opts.Grace = time.Duration(n) * time.Second
 	}
-	raw, ok := live.GetAnnotations()[RolledBackAnnotation]
-	if !ok || json.Unmarshal([]byte(raw), &note) != nil {
-		return note, false
+	if v, ok := ann[ProgressDeadlineAnnotation]; ok {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			n, nerr := strconv.Atoi(v)
+			if nerr != nil || n <= 0 {
+				return opts, fmt.Errorf("%s %q: want a duration (10m) or seconds", ProgressDeadlineAnnotation, v)
+			}
+			d = time.Duration(n) * time.Second
+		}
+		opts.ProgressDeadline = d
 	}
-	return note, true
-}
-
-// withAnnotation returns a copy of obj with one more annotation.
-func withAnnotation(obj *unstructured.Unstructured, key, value string) *unstructured.Unstructured {
-	out := obj.DeepCopy()
-	ann := out.GetAnnotations()
-	if ann == nil {
-		ann = map[string]string{}
-	}
-	ann[key] = value
-	out.SetAnnotations(ann)
-	return out
+	return opts, nil
 }
