@@ -32,6 +32,38 @@ type PassInput struct {
 	Pending map[types.UID]bool
 	// Gate: the template lists the InPlaceUpdateReady readiness gate.
 	Gate bool
+	// States, if set, remembers parsed Pod states between passes.
+	States *StateCache
+}
+
+// StateCache keeps each Pod's parsed state for as long as its annotation
+// does not change: a pass over many Pods then parses only what moved.
+// It is not safe for concurrent use; one rollout owns one.
+type StateCache struct {
+	entries map[types.UID]cachedState
+}
+
+type cachedState struct {
+	raw   string
+	state *PodState
+}
+
+// get returns the Pod's state (any rollout's), or nil.
+func (c *StateCache) get(pod *corev1.Pod) *PodState {
+	if c == nil {
+		state, _ := ReadState(pod)
+		return state
+	}
+	raw := pod.Annotations[StateAnnotation]
+	if e, ok := c.entries[pod.UID]; ok && e.raw == raw {
+		return e.state
+	}
+	if c.entries == nil {
+		c.entries = map[types.UID]cachedState{}
+	}
+	state, _ := ReadState(pod)
+	c.entries[pod.UID] = cachedState{raw: raw, state: state}
+	return state
 }
 
 // PassDecision is what to do next, decided from a PassInput alone.
@@ -68,7 +100,9 @@ func Assess(in PassInput) PassDecision {
 		gateClosed []*corev1.Pod
 	)
 	for _, pod := range in.Pods {
-		phase, reason := PodPhase(pod, in.Target, in.Rollout, in.Now, in.Deadline)
+		state := in.States.get(pod)
+		phase, reason := podPhase(pod, state, in.Target, in.Rollout, in.Now, in.Deadline)
+		pending := restartPending(pod, state)
 		if in.Pending[pod.UID] {
 			if phase == PhaseOld {
 				phase = PhaseRestarting // our patch is not in the cache yet
@@ -82,7 +116,7 @@ func Assess(in PassInput) PassDecision {
 		// patched by an earlier rollout or for an earlier target whose restart
 		// has not happened yet.
 		available := PodAvailable(pod, in.MinReadySeconds, in.Now) && phase != PhaseRestarting &&
-			!(phase == PhaseOld && RestartPending(pod))
+			!(phase == PhaseOld && pending)
 		if in.Gate && pod.DeletionTimestamp == nil {
 			switch {
 			case gateMissing(pod):
@@ -92,7 +126,7 @@ func Assess(in PassInput) PassDecision {
 			case phase == PhaseDone && !gateTrue(pod) && podContainersReady(pod):
 				out.OpenGates = append(out.OpenGates, pod)
 				available = false // Ready follows once the node sees the gate
-			case phase == PhaseOld && !gateTrue(pod) && !RestartPending(pod) && podContainersReady(pod):
+			case phase == PhaseOld && !gateTrue(pod) && !pending && podContainersReady(pod):
 				// Drained for a patch that never came (a refit killed in the
 				// grace period, a refused patch): open it unless it is patched
 				// in this very pass.

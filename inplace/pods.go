@@ -196,18 +196,24 @@ func generationSeen(pod *corev1.Pod, generation int64) (seen, ok bool) {
 // Pod stuck on a bad image that is patched to a good one is not failed by
 // its old status.
 func PodPhase(pod *corev1.Pod, target Target, rollout string, now time.Time, deadline time.Duration) (Phase, string) {
+	state, _ := ReadState(pod)
+	return podPhase(pod, state, target, rollout, now, deadline)
+}
+
+// podPhase is PodPhase with the Pod's state (any rollout's, or nil) already
+// read: a pass over many Pods parses each state once.
+func podPhase(pod *corev1.Pod, state *PodState, target Target, rollout string, now time.Time, deadline time.Duration) (Phase, string) {
 	if !target.SpecAtTarget(pod) {
 		return PhaseOld, ""
 	}
-	state, patched := stateOf(pod, rollout)
-	if !patched {
+	if state == nil || state.Rollout != rollout {
 		if seen, ok := generationSeen(pod, pod.Generation); ok && !seen {
 			return PhaseRestarting, ""
 		}
 		if reason := waitingFailure(pod, target); reason != "" {
 			return PhaseFailed, reason
 		}
-		if RestartPending(pod) || !podContainersReady(pod) {
+		if restartPending(pod, state) || !podContainersReady(pod) {
 			return PhaseRestarting, ""
 		}
 		return PhaseDone, ""
@@ -275,8 +281,12 @@ func runsNewImage(pod *corev1.Pod, state *PodState, cs *corev1.ContainerStatus, 
 // rollout) has not restarted on its patched image yet: the kubelet is about
 // to take the Pod down, or has.
 func RestartPending(pod *corev1.Pod) bool {
-	state, ok := ReadState(pod)
-	if !ok {
+	state, _ := ReadState(pod)
+	return restartPending(pod, state)
+}
+
+func restartPending(pod *corev1.Pod, state *PodState) bool {
+	if state == nil {
 		return false
 	}
 	for name, before := range state.Containers {

@@ -34,6 +34,7 @@ type run struct {
 	pending map[types.UID]bool
 	// marked are Pods this run told the Engine it is taking down (busy).
 	marked map[types.UID]bool
+	states StateCache
 	batch  int
 
 	// The workload and the PDBs are read from the API server at most once
@@ -143,7 +144,7 @@ func (r *run) pass(ctx context.Context) (bool, error) {
 	d := Assess(PassInput{
 		Pods: pods, Target: r.target, Rollout: r.w.record().ID, Now: now, Deadline: deadline,
 		MinReadySeconds: r.w.minReadySeconds(), MaxUnavailable: maxUnavailable, Expected: r.w.expected(),
-		Eligible: r.w.eligible, Ordinal: r.w.ordinal, Pending: r.pending, Gate: r.gate,
+		Eligible: r.w.eligible, Ordinal: r.w.ordinal, Pending: r.pending, Gate: r.gate, States: &r.states,
 	})
 	for _, uid := range d.Settled {
 		delete(r.pending, uid)
