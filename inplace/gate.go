@@ -8,8 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/refit-gitops/refit/diff"
@@ -67,42 +66,33 @@ func (e *Engine) setGate(ctx context.Context, pod *corev1.Pod, status corev1.Con
 	return nil
 }
 
-// OpenGates sets refit's readiness-gate condition True on every Pod of the
-// workload that lacks it, so that Pods created by the workload controller
-// (a scale-up, a recreation) become Ready. It does nothing for a workload
-// whose template does not list the gate.
+// OpenGates sets refit's readiness-gate condition True, once, on the Pods of
+// the workload that the GateKeeper would open (gateToOpen): Pods that lack
+// it, and Pods whose gate was left False that are ready again. It does
+// nothing for a workload whose template does not list the gate.
 func (e *Engine) OpenGates(ctx context.Context, workload *unstructured.Unstructured) (int, error) {
-	if !hasGate(workload) {
+	g, ok := gatedOf(workload)
+	if !ok {
 		return 0, nil
 	}
-	sel := labels.Everything()
-	if raw, ok, _ := unstructured.NestedMap(workload.Object, "spec", "selector"); ok {
-		var ls metav1.LabelSelector
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(raw, &ls); err != nil {
-			return 0, fmt.Errorf("%s/%s: selector: %w", workload.GetKind(), workload.GetName(), err)
-		}
-		s, err := metav1.LabelSelectorAsSelector(&ls)
-		if err != nil {
-			return 0, fmt.Errorf("%s/%s: selector: %w", workload.GetKind(), workload.GetName(), err)
-		}
-		sel = s
+	opts := metav1.ListOptions{LabelSelector: g.sel.String()}
+	if g.pod != "" {
+		opts = metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", g.pod).String()}
 	}
-	pods, err := e.client.CoreV1().Pods(workload.GetNamespace()).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+	pods, err := e.client.CoreV1().Pods(g.namespace).List(ctx, opts)
 	if err != nil {
 		return 0, fmt.Errorf("%s/%s: list pods: %w", workload.GetKind(), workload.GetName(), err)
 	}
 	n := 0
 	for i := range pods.Items {
 		pod := &pods.Items[i]
-		if workload.GetKind() == "Pod" && pod.Name != workload.GetName() {
+		if !gateToOpen(pod, []gatedWorkload{g}, e.Busy(pod.UID)) {
 			continue
 		}
-		if gateMissing(pod) && pod.DeletionTimestamp == nil {
-			if err := e.setGate(ctx, pod, corev1.ConditionTrue); err != nil {
-				return n, err
-			}
-			n++
+		if err := e.setGate(ctx, pod, corev1.ConditionTrue); err != nil {
+			return n, err
 		}
+		n++
 	}
 	return n, nil
 }

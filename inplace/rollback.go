@@ -53,17 +53,17 @@ func (e *Engine) rollback(ctx context.Context, change diff.Change, rec rolloutRe
 	var back Result
 	back.Ref = change.Ref
 	run := newRun(e, w, backChange, target, opts, &back)
-	before := 0
-	countingProgress := opts.Progress
+	rolledBack := 0
+	progress := opts.Progress
 	run.opts.Progress = func(p Progress) {
-		before += len(p.Patched)
-		if countingProgress != nil {
+		rolledBack += len(p.Patched)
+		if progress != nil {
 			p.RollingBack = true
-			countingProgress(p)
+			progress(p)
 		}
 	}
 	err = run.loop(ctx)
-	res.RolledBack = before
+	res.RolledBack = rolledBack
 	if back.MaxObserved > res.MaxObserved {
 		res.MaxObserved = back.MaxObserved
 	}
