@@ -276,16 +276,8 @@ func TestAdversityCommitMidRollout(t *testing.T) {
 	// own strategy (maxUnavailable 1), with no hold left behind.
 	t.Run("Structural", func(t *testing.T) {
 		ns := namespace(t)
-		base := workload{kind: "StatefulSet", name: "db", replicas: 6, maxUnavailable: "1", restartDelay: "4s", image: "app:1"}
-		v2 := base.with(func(w *workload) { w.image = "app:2" })
-		v3 := v2.with(func(w *workload) { w.env = "fast" })
-		app := newGitApp(t, ns, "structural")
-		app.commit(base.yaml(), "v1")
-		app.serve(t, "--grace", "0s")
-		before := waitSettled(t, ns, 6, "app", "app:1", 2*time.Minute)
-		fw := watchFleet(t, ns)
-		app.commit(v2.yaml(), "v2: image app:2")
-		waitPatched(t, ns, "app", "app:2", 1, time.Minute)
+		m := startStatefulSetRollout(t, ns, "structural", nil)
+		app, before, fw, v3 := m.app, m.before, m.fw, m.v3
 
 		out := planDir(t, ns, app.name, v3.yaml())
 		line := grepLines(out, "~ StatefulSet.apps/"+ns+"/db")
@@ -326,17 +318,8 @@ func TestAdversityCommitMidRollout(t *testing.T) {
 	// plan says it is refused.
 	t.Run("RefusedInPlaceOnly", func(t *testing.T) {
 		ns := namespace(t)
-		base := workload{kind: "StatefulSet", name: "db", replicas: 6, maxUnavailable: "1", restartDelay: "4s", image: "app:1",
-			annotations: map[string]string{"refit.dev/update-policy": "InPlaceOnly"}}
-		v2 := base.with(func(w *workload) { w.image = "app:2" })
-		v3 := v2.with(func(w *workload) { w.env = "fast" })
-		app := newGitApp(t, ns, "refused")
-		app.commit(base.yaml(), "v1")
-		svc := app.serve(t, "--grace", "0s")
-		before := waitSettled(t, ns, 6, "app", "app:1", 2*time.Minute)
-		fw := watchFleet(t, ns)
-		app.commit(v2.yaml(), "v2: image app:2")
-		waitPatched(t, ns, "app", "app:2", 1, time.Minute)
+		m := startStatefulSetRollout(t, ns, "refused", map[string]string{"refit.dev/update-policy": "InPlaceOnly"})
+		app, svc, before, fw, v3 := m.app, m.svc, m.before, m.fw, m.v3
 
 		out := planDir(t, ns, app.name, v3.yaml())
 		line := grepLines(out, "~ StatefulSet.apps/"+ns+"/db")
@@ -983,4 +966,29 @@ func TestAdversityNewPodGates(t *testing.T) {
 		assertRestartedOnce(t, before, after, "app", "app:2")
 		waitReleased(t, ns, "Deployment", "web", "app", "app:2", 8)
 	})
+}
+
+// statefulSetMidRollout is a StatefulSet of 6 (bound 1, 4 s restarts)
+// whose in-place rollout app:1 → app:2 under refit run has patched its
+// first Pod; v3 is the same with an env var added (a structural commit).
+type statefulSetMidRollout struct {
+	app    *gitApp
+	svc    *service
+	before []corev1.Pod
+	fw     *fleetWatch
+	v3     workload
+}
+
+func startStatefulSetRollout(t *testing.T, ns, appName string, annotations map[string]string) statefulSetMidRollout {
+	t.Helper()
+	base := workload{kind: "StatefulSet", name: "db", replicas: 6, maxUnavailable: "1", restartDelay: "4s", image: "app:1", annotations: annotations}
+	v2 := base.with(func(w *workload) { w.image = "app:2" })
+	m := statefulSetMidRollout{app: newGitApp(t, ns, appName), v3: v2.with(func(w *workload) { w.env = "fast" })}
+	m.app.commit(base.yaml(), "v1")
+	m.svc = m.app.serve(t, "--grace", "0s")
+	m.before = waitSettled(t, ns, 6, "app", "app:1", 2*time.Minute)
+	m.fw = watchFleet(t, ns)
+	m.app.commit(v2.yaml(), "v2: image app:2")
+	waitPatched(t, ns, "app", "app:2", 1, time.Minute)
+	return m
 }
