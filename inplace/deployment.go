@@ -164,10 +164,13 @@ func (d *deployment) copyTemplate(ctx context.Context) error {
 		}
 		tmpl.Labels[appsv1.DefaultDeploymentUniqueLabelKey] = rs.Labels[appsv1.DefaultDeploymentUniqueLabelKey]
 		rs.Spec.Template = *tmpl
-		d.rs, err = d.e.client.AppsV1().ReplicaSets(rs.Namespace).Update(ctx, rs, metav1.UpdateOptions{FieldManager: diff.FieldManager})
+		// client-go returns an empty object with an error: d.rs must keep
+		// the name the retry after a conflict reads again.
+		updated, err := d.e.client.AppsV1().ReplicaSets(rs.Namespace).Update(ctx, rs, metav1.UpdateOptions{FieldManager: diff.FieldManager})
 		if err != nil {
 			return err
 		}
+		d.rs = updated
 		return nil
 	})
 }

@@ -1,12 +1,19 @@
 package inplace
 
 import (
+	"context"
+	"errors"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
@@ -124,5 +131,45 @@ func TestDaemonSetBound(t *testing.T) {
 				t.Errorf("daemonSetBound = %d, %v; want %d", got, err, tc.want)
 			}
 		})
+	}
+}
+
+// The ReplicaSet controller writes its status while refit copies the new
+// template into the ReplicaSet: the conflict is retried on the same
+// ReplicaSet (a chaos run once failed with "resource name may not be empty"
+// because the failed update's empty object replaced it).
+func TestDeploymentCopyTemplateRetriesAConflict(t *testing.T) {
+	rs := &appsv1.ReplicaSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "web-abc", Namespace: "ns", Labels: map[string]string{"pod-template-hash": "abc"}},
+		Spec: appsv1.ReplicaSetSpec{Template: corev1.PodTemplateSpec{
+			ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web", "pod-template-hash": "abc"}},
+			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "web:1"}}},
+		}},
+	}
+	client := fake.NewSimpleClientset(rs)
+	conflicts := 1
+	client.PrependReactor("update", "replicasets", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if conflicts == 0 {
+			return false, nil, nil
+		}
+		conflicts--
+		return true, nil, apierrors.NewConflict(schema.GroupResource{Group: "apps", Resource: "replicasets"}, "web-abc", errors.New("the object has been modified"))
+	})
+	d := &deployment{base: base{e: &Engine{client: client}}, rs: rs.DeepCopy(), live: &appsv1.Deployment{Spec: appsv1.DeploymentSpec{Template: corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "web:2"}}},
+	}}}}
+	if err := d.copyTemplate(context.Background()); err != nil {
+		t.Fatalf("copyTemplate: %v", err)
+	}
+	got, err := client.AppsV1().ReplicaSets("ns").Get(context.Background(), "web-abc", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img := got.Spec.Template.Spec.Containers[0].Image; img != "web:2" || got.Spec.Template.Labels["pod-template-hash"] != "abc" {
+		t.Errorf("ReplicaSet template: image %s, labels %v; want web:2 with the hash kept", img, got.Spec.Template.Labels)
+	}
+	if d.rs.Name != "web-abc" {
+		t.Errorf("d.rs is %q after the update, want web-abc", d.rs.Name)
 	}
 }
