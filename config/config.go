@@ -48,6 +48,10 @@ type App struct {
 	Policy  string   `yaml:"policy"`
 	Status  *Status  `yaml:"status"`
 	Webhook *Webhook `yaml:"webhook"`
+	// ServiceAccountName is the ServiceAccount, in Namespace, that every
+	// request of this app is made as (impersonation); empty means refit's
+	// --default-service-account, and with none of either refit's own.
+	ServiceAccountName string `yaml:"serviceAccountName"`
 }
 
 // Source is a Git repository and ref.
@@ -64,6 +68,16 @@ type Source struct {
 	TokenFile      string `yaml:"tokenFile"`
 	SSHKeyFile     string `yaml:"sshKeyFile"`
 	KnownHostsFile string `yaml:"knownHostsFile"`
+	// Verify requires the head commit to be signed by one of these keys.
+	Verify *Verify `yaml:"verify"`
+}
+
+// Verify names the keys a commit must be signed by: armored OpenPGP public
+// keys and/or SSH public keys (authorized_keys lines), from every key of a
+// Secret or from a file.
+type Verify struct {
+	SecretRef *SecretRef `yaml:"secretRef"`
+	KeysFile  string     `yaml:"keysFile"`
 }
 
 // SecretRef names a Secret (and a key, where one is meant).

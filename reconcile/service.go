@@ -3,8 +3,6 @@ package reconcile
 import (
 	"context"
 	"errors"
-	"fmt"
-	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -117,35 +115,6 @@ func (r *Reconciler) lead(ctx context.Context, opts ServiceOptions, run func(con
 			},
 		},
 	})
-}
-
-func serveHTTP(opts ServiceOptions, ready *atomic.Bool, errs chan<- error) (*http.Server, string, error) {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !ready.Load() {
-			http.Error(w, "not leading (or not started) yet", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	if opts.Metrics != nil {
-		mux.Handle("/metrics", opts.Metrics)
-	}
-	if opts.Hooks != nil {
-		mux.Handle("/hook/", opts.Hooks)
-	}
-	l, err := net.Listen("tcp", opts.Listen)
-	if err != nil {
-		return nil, "", fmt.Errorf("listen on %s: %w", opts.Listen, err)
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errs <- err
-		}
-	}()
-	return srv, l.Addr().String(), nil
 }
 
 func metav1ObjectMeta(namespace, name string) metav1.ObjectMeta {
