@@ -95,6 +95,9 @@ type Status struct {
 	Username       string     `yaml:"username"` // Bitbucket app passwords
 	TokenSecretRef *SecretRef `yaml:"tokenSecretRef"`
 	TokenFile      string     `yaml:"tokenFile"`
+	// Insecure allows a plain http:// API address off loopback: the token
+	// then crosses the network in clear text.
+	Insecure bool `yaml:"insecure"`
 }
 
 // Webhook lets a Git host trigger an immediate poll at /hook/<app name>.

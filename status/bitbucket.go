@@ -83,3 +83,5 @@ func (b bitbucket) authorize(h http.Header) {
 func (bitbucket) alreadySet(int, string) bool { return false }
 
 func (bitbucket) permanent(int, string) bool { return false }
+
+func (b bitbucket) baseURL() string { return b.base }

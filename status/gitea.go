@@ -55,3 +55,5 @@ func (gitea) alreadySet(int, string) bool { return false }
 func (gitea) permanent(code int, body string) bool {
 	return code == http.StatusInternalServerError && strings.Contains(body, "object does not exist")
 }
+
+func (g gitea) baseURL() string { return g.base }

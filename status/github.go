@@ -56,3 +56,5 @@ func (g github) authorize(h http.Header) {
 func (github) alreadySet(int, string) bool { return false }
 
 func (github) permanent(int, string) bool { return false }
+
+func (g github) baseURL() string { return g.base }

@@ -61,3 +61,5 @@ func (gitlab) alreadySet(code int, body string) bool {
 }
 
 func (gitlab) permanent(int, string) bool { return false }
+
+func (g gitlab) baseURL() string { return g.base }

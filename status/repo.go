@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"regexp"
 	"strings"
 )
 
@@ -153,4 +154,14 @@ func scpUserEnd(raw string) int {
 		head = raw[:i]
 	}
 	return strings.LastIndex(head, "@") + 1
+}
+
+// userinfoRE matches the credentials of a URL inside any text: the scheme,
+// then user[:password]@ before the host.
+var userinfoRE = regexp.MustCompile(`([a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#\s@]+@`)
+
+// RedactURLs drops the credentials of every URL in s (an error that quotes
+// a clone URL with a token in it), keeping the rest of the text.
+func RedactURLs(s string) string {
+	return userinfoRE.ReplaceAllString(s, "${1}")
 }

@@ -3,10 +3,12 @@ package status
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -51,7 +53,15 @@ type Options struct {
 	// when HTTPClient is set.
 	Timeout time.Duration
 	// HTTPClient, optional, replaces the default client (proxies, CAs).
+	// Its redirect policy is replaced: a redirect is never followed.
 	HTTPClient *http.Client
+	// Insecure allows a plain http:// API address that is not on loopback.
+	// Without it such an address is refused: the token would cross the
+	// network in clear text.
+	Insecure bool
+	// Redact lists other secrets (Git credentials) that must never reach a
+	// commit status description or an error; the token always is.
+	Redact []string
 }
 
 // endpoint is what differs between providers: where a status goes, how it
@@ -64,6 +74,8 @@ type endpoint interface {
 	alreadySet(code int, body string) bool
 	// permanent reports whether a server error will not go away by itself.
 	permanent(code int, body string) bool
+	// baseURL is where every request goes, scheme and host included.
+	baseURL() string
 }
 
 var (
@@ -80,7 +92,8 @@ type Reporter struct {
 	repo     string
 	api      endpoint
 	client   *http.Client
-	token    string
+	// secrets are removed from descriptions and errors, longest first.
+	secrets []string
 }
 
 func constructors() map[Provider]func(repository, *url.URL, Options) (endpoint, error) {
@@ -115,15 +128,67 @@ func New(opts Options) (*Reporter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s status for %s: %w", opts.Provider, repo.path, err)
 	}
-	client := opts.HTTPClient
-	if client == nil {
-		timeout := opts.Timeout
-		if timeout <= 0 {
-			timeout = DefaultTimeout
-		}
-		client = &http.Client{Timeout: timeout}
+	if err := checkScheme(ep.baseURL(), opts.Insecure); err != nil {
+		return nil, fmt.Errorf("%s status for %s: %w", opts.Provider, repo.path, err)
 	}
-	return &Reporter{provider: opts.Provider, repo: repo.path, api: ep, client: client, token: opts.Token}, nil
+	var client http.Client
+	if opts.HTTPClient != nil {
+		client = *opts.HTTPClient // a copy: the caller's client keeps its policy
+	} else {
+		client.Timeout = opts.Timeout
+		if client.Timeout <= 0 {
+			client.Timeout = DefaultTimeout
+		}
+	}
+	// Go drops Authorization on a cross-host redirect but forwards other
+	// headers, GitLab's PRIVATE-TOKEN among them; and a same-host redirect
+	// from https to http would send any of them in clear text. The API
+	// address is configured, so a redirect is a configuration error: it is
+	// never followed, with or without the token.
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &Reporter{provider: opts.Provider, repo: repo.path, api: ep, client: &client, secrets: secretsOf(opts)}, nil
+}
+
+// checkScheme refuses a plain-http API address off loopback unless
+// insecure: on loopback the token does not leave the machine.
+func checkScheme(base string, insecure bool) error {
+	u, err := url.Parse(base)
+	if err != nil {
+		return fmt.Errorf("API URL %s: %w", redactURL(base), err)
+	}
+	if u.Scheme == "https" || insecure || isLoopback(u.Hostname()) {
+		return nil
+	}
+	return fmt.Errorf("API URL %s: plain http sends the token in clear text; use https (or set insecure to allow it)", redactURL(base))
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// secretsOf lists what must never be shown: the token, the Basic
+// credentials built from it (a host may echo the header), and opts.Redact.
+func secretsOf(opts Options) []string {
+	var out []string
+	add := func(s string) {
+		if len(s) >= 4 { // shorter strings would redact ordinary words
+			out = append(out, s)
+		}
+	}
+	add(opts.Token)
+	if opts.Username != "" {
+		add(base64.StdEncoding.EncodeToString([]byte(opts.Username + ":" + opts.Token)))
+	}
+	for _, s := range opts.Redact {
+		add(strings.TrimSpace(s))
+	}
+	// Longest first, so a secret containing another is removed whole.
+	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
+	return out
 }
 
 // String names the provider and repository ("gitea acme/app"), for logs.
@@ -144,7 +209,7 @@ func (r *Reporter) Report(ctx context.Context, st Status) error {
 	if err := st.validate(); err != nil {
 		return fmt.Errorf("%s %s: %w", r.provider, r.repo, err)
 	}
-	st.Description = Truncate(strings.TrimSpace(st.Description), MaxDescription)
+	st.Description = Truncate(strings.TrimSpace(r.redact(st.Description)), MaxDescription)
 	target, body := r.api.request(st)
 	payload, err := json.Marshal(body)
 	if err != nil {
@@ -170,6 +235,12 @@ func (r *Reporter) Report(ctx context.Context, st Status) error {
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return nil
 	}
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		return &HTTPError{
+			Provider: r.provider, Repository: r.repo, Commit: st.Commit, StatusCode: resp.StatusCode,
+			Body: "redirected to " + r.redact(redactURL(locationOf(resp))) + ": not followed (a token goes only to the API URL; set it to the final address)",
+		}
+	}
 	excerpt := r.excerpt(head)
 	if r.api.alreadySet(resp.StatusCode, string(head)) {
 		return nil
@@ -184,23 +255,38 @@ func (r *Reporter) Report(ctx context.Context, st Status) error {
 	}
 }
 
-// excerpt is the start of a response body on one line, with the token
-// removed should the host echo it.
-func (r *Reporter) excerpt(body []byte) string {
-	s := strings.Join(strings.Fields(string(body)), " ")
-	if r.token != "" {
-		s = strings.ReplaceAll(s, r.token, "[redacted]")
+// locationOf is where a redirect points, without its query (which may
+// carry a signed token of the host's own).
+func locationOf(resp *http.Response) string {
+	loc, err := resp.Location()
+	if err != nil {
+		return "an unreadable location"
 	}
-	return Truncate(s, 300)
+	loc.RawQuery, loc.Fragment = "", ""
+	return loc.String()
+}
+
+// excerpt is the start of a response body on one line, with the secrets
+// removed should the host echo them.
+func (r *Reporter) excerpt(body []byte) string {
+	return Truncate(r.redact(strings.Join(strings.Fields(string(body)), " ")), 300)
+}
+
+// redact removes the secrets and any URL credentials from s.
+func (r *Reporter) redact(s string) string {
+	for _, sec := range r.secrets {
+		s = strings.ReplaceAll(s, sec, "[redacted]")
+	}
+	return RedactURLs(s)
 }
 
 // scrubErr keeps the error chain (errors.Is on timeouts and cancellation
-// still works) unless its text carries the token.
+// still works) unless its text carries a secret.
 func (r *Reporter) scrubErr(err error) error {
-	if r.token == "" || !strings.Contains(err.Error(), r.token) {
-		return err
+	if msg := r.redact(err.Error()); msg != err.Error() {
+		return errors.New(msg)
 	}
-	return errors.New(strings.ReplaceAll(err.Error(), r.token, "[redacted]"))
+	return err
 }
 
 func transient(resp *http.Response) bool {
