@@ -56,6 +56,12 @@ type Options struct {
 	Revalidate bool
 	// Concurrency bounds the requests in flight.
 	Concurrency int
+	// AllowEmpty lets a render with no objects prune everything the app
+	// applied before. Without it such an apply stops with ErrEmptyRender:
+	// a path renamed, a kustomization that lost its resources or a broken
+	// generator all render nothing, and pruning on that would delete the
+	// whole app (flux2#3316).
+	AllowEmpty bool
 	// Progress, if set, receives one event per object written, deleted or
 	// skipped, and per change of health while waiting. Calls are
 	// serialised.
@@ -194,6 +200,12 @@ type run struct {
 	// ttlJobs are Jobs that delete themselves when done: gone is healthy.
 	ttlJobs map[diff.Ref]bool
 
+	// owned is the app's inventory (unversioned): the only objects force
+	// may delete and prune may remove.
+	owned map[diff.Ref]bool
+	// owners is what the other apps' inventories list.
+	owners owners
+
 	mu      sync.Mutex
 	result  Result
 	written []diff.Ref // what was written, for a partial inventory
@@ -215,6 +227,9 @@ func (r *run) record(o ObjectResult) {
 
 // Apply writes plan to the cluster:
 //
+//  0. nothing is written if the plan holds refit's own state, an object
+//     another app's inventory lists, or nothing at all while pruning
+//     would delete what the app applied before (ErrEmptyRender);
 //  1. every object the plan could not dry-run is dry-run now, unless its
 //     Namespace or CRD comes with the plan; any failure stops everything;
 //  2. CRDs and Namespaces are applied and waited for;
@@ -241,6 +256,17 @@ func (a *Applier) Apply(ctx context.Context, plan *diff.Plan, opts Options) (*Re
 	owned, err := a.Inventory(ctx, opts.App)
 	if err != nil {
 		return nil, err
+	}
+	r.owned = make(map[diff.Ref]bool, len(owned))
+	for _, ref := range owned {
+		r.owned[unversioned(ref)] = true
+	}
+	r.owners = a.otherInventories(ctx, opts.App)
+	for _, u := range r.owners.unreadable {
+		log.Info("another app's inventory is unreadable: it does not block this app, but no Namespace or CRD is pruned meanwhile", "inventory", u)
+	}
+	if err := r.checkOwnership(plan, w); err != nil {
+		return &r.result, err
 	}
 	if err := r.validate(ctx, w.earlyValidation()); err != nil {
 		return &r.result, err
@@ -315,11 +341,43 @@ func (w *work) afterRolesValidation() []*item {
 	return out
 }
 
-// saveInventory writes the inventory if it changed.
-func (r *run) saveInventory(ctx context.Context, old, next []diff.Ref) error {
-	if encodeInventory(old) == encodeInventory(next) && old != nil {
+// checkOwnership refuses, before anything is written, a plan that holds
+// refit's own state or objects of another app, and an empty render that
+// would prune the whole app.
+func (r *run) checkOwnership(plan *diff.Plan, w *work) error {
+	refused := refitState(plan.Changes)
+	var desired []*diff.Change
+	for i := range plan.Changes {
+		if plan.Changes[i].Action != diff.Delete {
+			desired = append(desired, &plan.Changes[i])
+		}
+	}
+	refused = append(refused, claimedByOthers(desired, r.owners.others)...)
+	if len(refused) > 0 {
+		return &ValidationError{Objects: refused}
+	}
+	return emptyRender(r.opts, len(w.desired), len(w.prunes))
+}
+
+// ErrEmptyRender: the commit renders no object, and pruning would delete
+// everything the app applied before.
+var ErrEmptyRender = errors.New("the render is empty")
+
+// emptyRender stops an apply of nothing that would prune existing objects,
+// unless the app allows it.
+func emptyRender(opts Options, desired, prunes int) error {
+	if desired > 0 || prunes == 0 || !opts.Prune || opts.AllowEmpty {
 		return nil
 	}
+	return fmt.Errorf("app %s: %w, but %d objects the app applied before still exist: pruning would delete them all, so nothing was done "+
+		"(a wrong path, or a kustomization that lost its resources, renders nothing; to empty the app on purpose, allow an empty render)",
+		opts.App, ErrEmptyRender, prunes)
+}
+
+// saveInventory writes the inventory. It writes it even when the entries
+// did not change: the write also restores the labels that mark it as the
+// app's own, and a lost write must not wait for the next change.
+func (r *run) saveInventory(ctx context.Context, _, next []diff.Ref) error {
 	return r.a.writeInventory(ctx, r.opts.App, next)
 }
 

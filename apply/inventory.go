@@ -2,6 +2,7 @@ package apply
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -19,15 +20,17 @@ import (
 // The inventory of an app is a ConfigMap refit-inventory-<app> in the
 // inventory namespace: the objects refit applied for that app last time,
 // one per line. It is what diff.Options.Previous is made of, and the only
-// thing pruning trusts.
+// thing pruning trusts. The same ConfigMap holds the app's bad-commit
+// memory (memory.go), written by another field manager so that neither
+// write drops the other's keys.
 const (
 	// DefaultInventoryNamespace holds the inventories unless
 	// WithInventoryNamespace says otherwise.
 	DefaultInventoryNamespace = "refit-system"
-	inventoryPrefix           = "refit-inventory-"
+	inventoryPrefix           = diff.StatePrefix
 	// InventoryLabel marks inventory ConfigMaps, so that the other apps'
 	// inventories are found with one list.
-	InventoryLabel = "refit.dev/inventory"
+	InventoryLabel = diff.StateLabel
 	inventoryKey   = "entries"
 	inventoryApp   = "app"
 )
@@ -117,6 +120,9 @@ func (a *Applier) Inventory(ctx context.Context, app string) ([]diff.Ref, error)
 	if err != nil {
 		return nil, fmt.Errorf("inventory %s/%s: %w", a.inventoryNamespace, InventoryName(app), err)
 	}
+	if err := ownInventory(cm, app); err != nil {
+		return nil, fmt.Errorf("inventory %s/%s: %w; refit neither prunes nor applies on it", a.inventoryNamespace, InventoryName(app), err)
+	}
 	refs, err := decodeInventory(cm.Data[inventoryKey])
 	if err != nil {
 		return nil, fmt.Errorf("inventory %s/%s: %w", a.inventoryNamespace, InventoryName(app), err)
@@ -124,34 +130,123 @@ func (a *Applier) Inventory(ctx context.Context, app string) ([]diff.Ref, error)
 	return refs, nil
 }
 
-// otherInventories maps each object listed by another app's inventory to
-// that app.
-func (a *Applier) otherInventories(ctx context.Context, app string) (map[diff.Ref]string, error) {
+// owners is what the inventories say about who applied what.
+type owners struct {
+	// others maps each object (unversioned) listed by another app's
+	// inventory to that app.
+	others map[diff.Ref]string
+	// unreadable names the other inventories that could not be read
+	// (forbidden, corrupt): they do not block this app, but nothing that
+	// could hold their objects (a Namespace, a CRD) is pruned on a guess.
+	unreadable []string
+}
+
+// otherInventories reads every other app's inventory it may read: across
+// the cluster when refit may list ConfigMaps everywhere (inventories of
+// apps impersonating their own identity live in the apps' namespaces),
+// otherwise in the inventory namespace only.
+func (a *Applier) otherInventories(ctx context.Context, app string) owners {
 	list := &corev1.ConfigMapList{}
-	if err := a.client.List(ctx, list, client.InNamespace(a.inventoryNamespace), client.HasLabels{InventoryLabel}); err != nil {
-		return nil, fmt.Errorf("list inventories in %s: %w", a.inventoryNamespace, err)
+	err := a.client.List(ctx, list, client.HasLabels{InventoryLabel})
+	if apierrors.IsForbidden(err) {
+		list = &corev1.ConfigMapList{}
+		err = a.client.List(ctx, list, client.InNamespace(a.inventoryNamespace), client.HasLabels{InventoryLabel})
 	}
-	owners := map[diff.Ref]string{}
-	for _, cm := range list.Items {
-		other := cm.Data[inventoryApp]
-		if cm.Name == InventoryName(app) {
+	o := owners{others: map[diff.Ref]string{}}
+	if err != nil {
+		o.unreadable = append(o.unreadable, fmt.Sprintf("inventories in %s: %v", a.inventoryNamespace, err))
+		return o
+	}
+	for i := range list.Items {
+		cm := &list.Items[i]
+		if cm.Namespace == a.inventoryNamespace && cm.Name == InventoryName(app) {
 			continue
+		}
+		other := cm.Data[inventoryApp]
+		if other == "" || InventoryName(other) != cm.Name {
+			o.unreadable = append(o.unreadable, fmt.Sprintf("%s/%s: names app %q", cm.Namespace, cm.Name, other))
+			continue
+		}
+		if cm.Namespace != a.inventoryNamespace {
+			other += " (inventory " + cm.Namespace + "/" + cm.Name + ")"
 		}
 		refs, err := decodeInventory(cm.Data[inventoryKey])
 		if err != nil {
-			// Never prune on a guess: an unreadable inventory may list
-			// what we are about to delete.
-			return nil, fmt.Errorf("inventory %s/%s: %w", cm.Namespace, cm.Name, err)
+			o.unreadable = append(o.unreadable, fmt.Sprintf("%s/%s: %v", cm.Namespace, cm.Name, err))
+			continue
 		}
 		for _, r := range refs {
-			owners[r] = other
+			o.others[unversioned(r)] = other
 		}
 	}
-	return owners, nil
+	return o
+}
+
+// claimedByOthers refuses the objects of desired that another app's
+// inventory lists: one object, one app. Two apps writing one object would
+// undo each other's changes on every pass, and the first to drop it would
+// prune what the other still holds.
+func claimedByOthers(desired []*diff.Change, others map[diff.Ref]string) []*diff.ObjectError {
+	var out []*diff.ObjectError
+	for _, c := range desired {
+		if other := others[unversioned(c.Ref)]; other != "" {
+			out = append(out, &diff.ObjectError{Ref: c.Ref, Source: c.Source,
+				Err: fmt.Errorf("belongs to app %s (listed by its inventory): an object is applied by one app only; remove it from one of the two", other)})
+		}
+	}
+	return out
+}
+
+// refitState refuses the objects of a plan that are refit's own state (an
+// inventory and the bad-commit memory it holds): a commit that wrote them
+// could make refit prune another app's objects or forget a bad commit.
+func refitState(changes []diff.Change) []*diff.ObjectError {
+	var out []*diff.ObjectError
+	for i := range changes {
+		c := &changes[i]
+		if c.Action == diff.Delete || c.Desired == nil {
+			continue
+		}
+		if why := diff.RefitState(c.Desired); why != "" {
+			out = append(out, &diff.ObjectError{Ref: c.Ref, Source: c.Source, Err: errors.New(why)})
+		}
+	}
+	return out
+}
+
+// ownInventory checks that cm is refit's inventory of app before it is
+// trusted to say what app may prune.
+func ownInventory(cm *corev1.ConfigMap, app string) error {
+	if _, ok := cm.Labels[InventoryLabel]; !ok {
+		return fmt.Errorf("not refit's inventory: no label %s", InventoryLabel)
+	}
+	if got := cm.Data[inventoryApp]; got != app {
+		return fmt.Errorf("not the inventory of app %s: it names app %q", app, got)
+	}
+	return nil
 }
 
 // writeInventory stores app's inventory, creating its namespace if needed.
 func (a *Applier) writeInventory(ctx context.Context, app string, refs []diff.Ref) error {
+	if err := a.ensureInventoryNamespace(ctx); err != nil {
+		return err
+	}
+	cm := a.stateObject(app)
+	cm.Object["data"] = map[string]any{inventoryApp: app, inventoryKey: encodeInventory(refs)}
+	if _, err := a.ssaApply(ctx, cm); err != nil {
+		return fmt.Errorf("inventory %s/%s: %w", a.inventoryNamespace, InventoryName(app), err)
+	}
+	return nil
+}
+
+// stateObject is app's state ConfigMap with its labels and no data.
+func (a *Applier) stateObject(app string) *unstructured.Unstructured {
+	cm := newUnstructured("v1", "ConfigMap", a.inventoryNamespace, InventoryName(app))
+	cm.SetLabels(map[string]string{InventoryLabel: "true", "app.kubernetes.io/managed-by": "refit"})
+	return cm
+}
+
+func (a *Applier) ensureInventoryNamespace(ctx context.Context) error {
 	ns := &corev1.Namespace{}
 	err := a.client.Get(ctx, client.ObjectKey{Name: a.inventoryNamespace}, ns)
 	if apierrors.IsNotFound(err) {
@@ -159,12 +254,6 @@ func (a *Applier) writeInventory(ctx context.Context, app string, refs []diff.Re
 	}
 	if err != nil {
 		return fmt.Errorf("inventory namespace %s: %w", a.inventoryNamespace, err)
-	}
-	cm := newUnstructured("v1", "ConfigMap", a.inventoryNamespace, InventoryName(app))
-	cm.SetLabels(map[string]string{InventoryLabel: "true", "app.kubernetes.io/managed-by": "refit"})
-	cm.Object["data"] = map[string]any{inventoryApp: app, inventoryKey: encodeInventory(refs)}
-	if _, err := a.ssaApply(ctx, cm); err != nil {
-		return fmt.Errorf("inventory %s/%s: %w", a.inventoryNamespace, InventoryName(app), err)
 	}
 	return nil
 }

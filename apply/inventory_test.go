@@ -83,12 +83,16 @@ func TestPruneDecision(t *testing.T) {
 	otherCRD := crd("example.org", "Thing")
 	otherCRD.SetName("things.example.org")
 	thing := diff.Ref{Group: "example.com", Version: "v1", Kind: "Thing", Namespace: "b", Name: "t"}
-	owned := map[diff.Ref]bool{mine: true, shared: true, nsA: true, nsB: true, nsC: true, diff.RefOf(thingCRD): true, diff.RefOf(otherCRD): true}
-	others := map[diff.Ref]string{shared: "other", theirs: "other", thing: "other"}
+	owned := map[diff.Ref]bool{}
+	for _, r := range []diff.Ref{mine, shared, nsA, nsB, nsC, diff.RefOf(thingCRD), diff.RefOf(otherCRD)} {
+		owned[unversioned(r)] = true
+	}
+	others := owners{others: map[diff.Ref]string{unversioned(shared): "other", unversioned(theirs): "other", unversioned(thing): "other"}}
+	blind := owners{others: map[diff.Ref]string{}, unreadable: []string{"refit-system/refit-inventory-x: line 1: \"?\""}}
 	// An HPA moved from autoscaling/v1 to v2 in Git: the v1 entry of the
 	// inventory is the same object.
 	hpaV1 := diff.Ref{Group: "autoscaling", Version: "v1", Kind: "HorizontalPodAutoscaler", Namespace: "a", Name: "web"}
-	owned[hpaV1] = true
+	owned[unversioned(hpaV1)] = true
 	inGit := map[diff.Ref]string{unversioned(hpaV1): "autoscaling/v2"}
 	for _, tc := range []struct {
 		name   string
@@ -111,6 +115,25 @@ func TestPruneDecision(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			action, reason := pruneDecision(&tc.change, tc.prune, "shop", owned, others, inGit)
+			if action != tc.action || reason != tc.reason {
+				t.Errorf("got %s %q, want %s %q", action, reason, tc.action, tc.reason)
+			}
+		})
+	}
+	// Another inventory is unreadable: this app still prunes its own
+	// objects, but not what could hold the unreadable app's objects.
+	for _, tc := range []struct {
+		name   string
+		change diff.Change
+		action Action
+		reason string
+	}{
+		{"object, another inventory unreadable", diff.Change{Ref: mine}, Deleted, ""},
+		{"namespace, another inventory unreadable", diff.Change{Ref: nsC}, SkippedNotOwned, "may hold objects of another app whose inventory is unreadable (refit-system/refit-inventory-x: line 1: \"?\")"},
+		{"CRD, another inventory unreadable", diff.Change{Ref: diff.RefOf(otherCRD), Live: otherCRD}, SkippedNotOwned, "may hold objects of another app whose inventory is unreadable (refit-system/refit-inventory-x: line 1: \"?\")"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			action, reason := pruneDecision(&tc.change, true, "shop", owned, blind, inGit)
 			if action != tc.action || reason != tc.reason {
 				t.Errorf("got %s %q, want %s %q", action, reason, tc.action, tc.reason)
 			}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/fluxcd/pkg/ssa"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -18,13 +19,16 @@ import (
 // cluster. It is pure so that the rules are table-tested. Deleting a
 // Namespace or a CRD deletes what it holds: they are kept while another
 // app's inventory lists something in them.
-func pruneDecision(c *diff.Change, prune bool, app string, owned map[diff.Ref]bool, others map[diff.Ref]string, inGit map[diff.Ref]string) (Action, string) {
-	ref := c.Ref
+// An object of an unreadable inventory could be in any Namespace or of any
+// kind: none is deleted while one is unreadable.
+func pruneDecision(c *diff.Change, prune bool, app string, owned map[diff.Ref]bool, o owners, inGit map[diff.Ref]string) (Action, string) {
+	ref := unversioned(c.Ref)
+	others := o.others
 	switch {
-	case inGit[unversioned(ref)] != "":
+	case inGit[ref] != "":
 		// The inventory listed it under another API version: deleting
 		// it would delete what Git holds.
-		return SkippedInGit, "in Git as " + inGit[unversioned(ref)]
+		return SkippedInGit, "in Git as " + inGit[ref]
 	case !owned[ref]:
 		return SkippedNotOwned, fmt.Sprintf("not in the inventory of app %s", app)
 	case others[ref] != "":
@@ -32,6 +36,9 @@ func pruneDecision(c *diff.Change, prune bool, app string, owned map[diff.Ref]bo
 	}
 	if other, ok := heldFor(c, others); ok {
 		return SkippedNotOwned, fmt.Sprintf("holds %s of app %s", other, others[other])
+	}
+	if gk := c.Ref.GroupKind(); (isNamespace(gk) || isCRD(gk)) && len(o.unreadable) > 0 {
+		return SkippedNotOwned, fmt.Sprintf("may hold objects of another app whose inventory is unreadable (%s)", strings.Join(o.unreadable, "; "))
 	}
 	if !prune {
 		return NotPruned, "pruning is off"
@@ -84,20 +91,12 @@ func (r *run) prune(ctx context.Context, changes []*diff.Change, inventory, desi
 	for _, ref := range desired {
 		inGit[unversioned(ref)] = schema.GroupVersion{Group: ref.Group, Version: ref.Version}.String()
 	}
-	owned := make(map[diff.Ref]bool, len(inventory))
-	for _, ref := range inventory {
-		owned[ref] = true
-	}
-	others, err := r.a.otherInventories(ctx, r.opts.App)
-	if err != nil {
-		return nil, err
-	}
 	var kept []diff.Ref
 	for _, wave := range deletionWaves(changes) {
 		errs := make([]error, len(wave))
 		forEach(len(wave), r.opts.Concurrency, func(i int) {
 			c := wave[i]
-			action, reason := pruneDecision(c, r.opts.Prune, r.opts.App, owned, others, inGit)
+			action, reason := pruneDecision(c, r.opts.Prune, r.opts.App, r.owned, r.owners, inGit)
 			if c.Ref == (diff.Ref{Version: "v1", Kind: "Namespace", Name: r.a.inventoryNamespace}) {
 				action, reason = SkippedNotOwned, "holds refit's inventories"
 			}

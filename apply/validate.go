@@ -105,6 +105,12 @@ func (r *run) validate(ctx context.Context, items []*item) error {
 			errs[i] = &diff.ObjectError{Ref: it.change.Ref, Source: it.change.Source,
 				Err: fmt.Errorf("%w: a CustomResourceDefinition or Namespace is never recreated: %w", ErrImmutable, err)}
 		case it.change.Action == diff.Update && IsImmutable(err) && (r.opts.Force || forced(it.obj.GetAnnotations())):
+			if !r.owned[unversioned(it.change.Ref)] {
+				errs[i] = &diff.ObjectError{Ref: it.change.Ref, Source: it.change.Source, Err: fmt.Errorf(
+					"%s: not deleted: app %s never applied it (it is not in the app's inventory), and refit deletes only what it applied: %w",
+					ForceAnnotation, r.opts.App, err)}
+				return
+			}
 			it.recreate = true
 		case IsImmutable(err):
 			errs[i] = &diff.ObjectError{Ref: it.change.Ref, Source: it.change.Source, Err: &immutableError{err: err}}

@@ -31,7 +31,11 @@ func (r *run) writeStage(ctx context.Context, items []*item) error {
 				errs[i] = &diff.ObjectError{Ref: it.change.Ref, Source: it.change.Source, Err: err}
 				return
 			}
-			r.record(ObjectResult{Ref: it.change.Ref, Source: it.change.Source, Action: action})
+			o := ObjectResult{Ref: it.change.Ref, Source: it.change.Source, Action: action}
+			if action == Recreated {
+				o.Reason = diff.ForceRecreates(it.change.Live)
+			}
+			r.record(o)
 		})
 		if err := errors.Join(errs...); err != nil {
 			return err

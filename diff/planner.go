@@ -188,6 +188,10 @@ func (p *Planner) resolve(desired []Desired, opts Options) ([]planned, error) {
 			obj.SetNamespace("") // as kubectl does for cluster-scoped kinds
 		}
 		item.ref = RefOf(obj)
+		if why := RefitState(obj); why != "" {
+			errs = append(errs, &ObjectError{Ref: item.ref, Source: d.Source, Err: errors.New(why)})
+			continue
+		}
 		if prev, dup := seen[item.ref]; dup {
 			errs = append(errs, &ObjectError{Ref: item.ref, Source: d.Source, Err: fmt.Errorf("defined twice (also in %s)", prev)})
 			continue
@@ -345,9 +349,12 @@ func (p *Planner) planOne(ctx context.Context, it planned, live *unstructured.Un
 	}
 	merged, err := p.dryRunApply(ctx, it)
 	if err != nil && forced(it.Object) && apierrors.IsInvalid(err) {
+		if !listed(opts.Previous, it.ref) {
+			return fail(fmt.Errorf("%s: not deleted: this app never applied it (it is not in the app's inventory), and refit deletes only what it applied: %w", ForceAnnotation, err))
+		}
 		// Possibly an immutable field: the apply stage checks that and
 		// deletes and creates the object, as the annotation asks.
-		c.Action, c.Reason = Update, "refused in place ("+err.Error()+"); "+ForceAnnotation+" recreates it"
+		c.Action, c.Reason = Update, "refused in place ("+err.Error()+"); "+ForceRecreates(live)
 		if IsWorkload(it.ref.GroupKind()) {
 			c.Class, c.Path = Structural, PathRecreate
 		}
