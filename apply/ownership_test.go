@@ -14,7 +14,9 @@ import (
 )
 
 func TestClaimedByOthers(t *testing.T) {
-	cm := func(ns, name string) diff.Ref { return diff.Ref{Version: "v1", Kind: "ConfigMap", Namespace: ns, Name: name} }
+	cm := func(ns, name string) diff.Ref {
+		return diff.Ref{Version: "v1", Kind: "ConfigMap", Namespace: ns, Name: name}
+	}
 	hpa := func(version string) diff.Ref {
 		return diff.Ref{Group: "autoscaling", Version: version, Kind: "HorizontalPodAutoscaler", Namespace: "a", Name: "web"}
 	}
