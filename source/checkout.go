@@ -1,23 +1,29 @@
 package source
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/go-git/go-billy/v5/osfs"
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
-	"github.com/go-git/go-git/v5/storage/memory"
+	"github.com/go-git/go-git/v5/plumbing/storer"
+	"github.com/go-git/go-git/v5/storage/filesystem"
 )
 
 const (
@@ -25,33 +31,23 @@ const (
 	tmpPrefix  = ".tmp-"
 )
 
-// fetch brings the target commit into a fresh in-memory repository and
-// checks its tree out under the cache. Each fetch starts empty: a depth-1
-// fetch of one ref costs the same, and no on-disk Git state can go stale.
+// largeObject is the size above which go-git streams a blob from the pack
+// on disk instead of inflating it into memory.
+const largeObject = 1 << 20
+
+// fetch brings the target commit into a fresh repository on disk, checks
+// its tree out under the cache and removes the repository. Each fetch
+// starts empty: a depth-1 fetch of one ref costs the same, and no Git
+// state can go stale. The repository lives on disk, not in memory, so a
+// small pack of a huge blob costs disk (bounded by CheckoutLimits), not RAM.
 func (p *Poller) fetch(ctx context.Context, tgt target) (Revision, error) {
-	repo, err := git.Init(memory.NewStorage(), nil)
+	gitDir, err := os.MkdirTemp(p.dir, tmpPrefix+"git-")
 	if err != nil {
 		return Revision{}, p.fail("fetch", err)
 	}
-	rem, err := repo.CreateRemote(&config.RemoteConfig{Name: "origin", URLs: []string{p.ep.url}})
+	defer os.RemoveAll(gitDir)
+	repo, err := p.fetchRepo(ctx, tgt, gitDir)
 	if err != nil {
-		return Revision{}, p.fail("fetch", err)
-	}
-	opts := &git.FetchOptions{Auth: p.auth, Tags: git.NoTags}
-	switch {
-	case tgt.name != "" && tgt.shallow:
-		opts.RefSpecs, opts.Depth = []config.RefSpec{refSpec(tgt.name)}, 1
-	case tgt.name != "":
-		opts.RefSpecs = []config.RefSpec{refSpec(tgt.name)}
-	default:
-		// A pinned commit at no ref's tip: the whole history of every branch
-		// and tag, since servers refuse to send unadvertised commits.
-		opts.RefSpecs = []config.RefSpec{"+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"}
-	}
-	_, err = network(ctx, p.opts.Timeout, func(ctx context.Context) (struct{}, error) {
-		return struct{}{}, rem.FetchContext(ctx, opts)
-	})
-	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
 		return Revision{}, p.fail("fetch", err)
 	}
 	commit, err := fetchedCommit(repo, tgt, p.opts.Ref.Commit != "")
@@ -67,11 +63,59 @@ func (p *Poller) fetch(ctx context.Context, tgt target) (Revision, error) {
 		Time:    commit.Author.When,
 		Fetched: true,
 	}
-	if rev.Dir, err = p.checkout(commit, rev); err != nil {
+	if rev.Dir, err = p.checkout(repo.Storer, commit, rev); err != nil {
 		return Revision{}, p.fail("checkout", err)
 	}
 	return rev, nil
 }
+
+// fetchRepo fetches tgt into a repository stored in gitDir. A commit at a
+// ref's tip comes through that ref at depth 1. A pinned commit deeper in
+// history is asked for by its SHA at depth 1 first, which servers allow
+// when they advertise allow-reachable-sha1-in-want (GitHub, GitLab, Gitea
+// do); only a server that refuses gets the full history of the branch, or
+// of every branch and tag, since it sends no unadvertised commit otherwise.
+func (p *Poller) fetchRepo(ctx context.Context, tgt target, gitDir string) (*git.Repository, error) {
+	st := filesystem.NewStorageWithOptions(osfs.New(gitDir), cache.NewObjectLRUDefault(),
+		filesystem.Options{ExclusiveAccess: true, LargeObjectThreshold: largeObject})
+	repo, err := git.Init(st, nil)
+	if err != nil {
+		return nil, err
+	}
+	rem, err := repo.CreateRemote(&config.RemoteConfig{Name: "origin", URLs: []string{p.ep.url}})
+	if err != nil {
+		return nil, err
+	}
+	var tries []*git.FetchOptions
+	one := func(depth int, specs ...config.RefSpec) {
+		tries = append(tries, &git.FetchOptions{Auth: p.auth, Tags: git.NoTags, RefSpecs: specs, Depth: depth})
+	}
+	switch {
+	case tgt.name != "" && tgt.shallow:
+		one(1, refSpec(tgt.name))
+	case tgt.name != "":
+		one(1, config.RefSpec(tgt.commit.String()+":"+pinnedRef))
+		one(0, refSpec(tgt.name))
+	default:
+		one(1, config.RefSpec(tgt.commit.String()+":"+pinnedRef))
+		one(0, "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
+	}
+	for i, opts := range tries {
+		_, err = network(ctx, p.opts.Timeout, func(ctx context.Context) (struct{}, error) {
+			return struct{}{}, rem.FetchContext(ctx, opts)
+		})
+		if err == nil || errors.Is(err, git.NoErrAlreadyUpToDate) {
+			return repo, nil
+		}
+		if ctx.Err() != nil || i == len(tries)-1 {
+			break
+		}
+	}
+	return nil, err
+}
+
+// pinnedRef is where a commit fetched by its SHA is kept while checked out.
+const pinnedRef = "refs/heads/refit-pinned"
 
 func refSpec(name plumbing.ReferenceName) config.RefSpec {
 	return config.RefSpec("+" + name + ":" + name)
@@ -105,7 +149,7 @@ func fetchedCommit(repo *git.Repository, tgt target, pinned bool) (*object.Commi
 
 // checkout writes the commit's tree into a temporary directory and renames
 // it into place, so a crash never leaves a partial tree that looks cached.
-func (p *Poller) checkout(commit *object.Commit, rev Revision) (string, error) {
+func (p *Poller) checkout(s storer.EncodedObjectStorer, commit *object.Commit, rev Revision) (string, error) {
 	tree, err := commit.Tree()
 	if err != nil {
 		return "", err
@@ -115,8 +159,7 @@ func (p *Poller) checkout(commit *object.Commit, rev Revision) (string, error) {
 		return "", err
 	}
 	defer os.RemoveAll(tmp) // a no-op once renamed
-	err = tree.Files().ForEach(func(f *object.File) error { return writeFile(tmp, f) })
-	if err != nil {
+	if err := writeTree(s, tree, tmp, p.checkoutLimits()); err != nil {
 		return "", err
 	}
 	final := filepath.Join(p.dir, rev.Commit)
@@ -136,47 +179,188 @@ func (p *Poller) checkout(commit *object.Commit, rev Revision) (string, error) {
 	return final, nil
 }
 
-func writeFile(root string, f *object.File) error {
-	// Git refuses such names, but a crafted tree can hold anything.
-	name := filepath.FromSlash(f.Name)
-	if filepath.IsAbs(name) || !filepath.IsLocal(name) {
-		return fmt.Errorf("tree entry %q escapes the checkout", f.Name)
-	}
-	for _, part := range strings.Split(f.Name, "/") {
-		if strings.EqualFold(part, ".git") {
-			return fmt.Errorf("tree entry %q is inside .git", f.Name)
-		}
-	}
-	path := filepath.Join(root, name)
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+// checkoutLimits are the limits this Poller checks out with.
+// TODO(lead): read them from Options once it carries a CheckoutLimits
+// field (poller.go is not this change's file).
+func (p *Poller) checkoutLimits() CheckoutLimits {
+	return CheckoutLimits{}.withDefaults()
+}
+
+// entry is one thing a checkout writes, path slash-separated.
+type entry struct {
+	path string
+	mode filemode.FileMode
+	hash plumbing.Hash
+	size int64
+}
+
+// writeTree checks the whole tree first (names, duplicates, links,
+// limits) reading only tree objects, blob headers and link targets, and
+// writes nothing unless all of it passes. The writes then go through an
+// os.Root: even a check this code got wrong cannot write outside dir.
+func writeTree(s storer.EncodedObjectStorer, tree *object.Tree, dir string, lim CheckoutLimits) error {
+	pl := &planner{s: s, lim: lim.withDefaults(), links: map[string]string{}}
+	if err := pl.walk(tree, ""); err != nil {
 		return err
 	}
-	if f.Mode == filemode.Symlink {
-		target, err := f.Contents()
+	for _, e := range pl.entries {
+		if e.mode != filemode.Symlink {
+			continue
+		}
+		leaves, err := linkLeaves(e.path, pl.links)
 		if err != nil {
 			return err
 		}
-		// Kept as a link, as git would: render refuses links leaving the tree.
-		return os.Symlink(target, path)
+		if leaves {
+			return fmt.Errorf("%q is a symlink to %q, which leads outside the checkout: %w", e.path, pl.links[e.path], ErrTreeRefused)
+		}
 	}
-	perm := os.FileMode(0o644)
-	if f.Mode == filemode.Executable {
-		perm = 0o755
-	}
-	r, err := f.Reader()
+	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return err
+	}
+	defer root.Close()
+	for _, e := range pl.entries {
+		if err := writeEntry(s, root, e, pl.links, pl.lim); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// planner walks a tree into the list of entries to write.
+type planner struct {
+	s       storer.EncodedObjectStorer
+	lim     CheckoutLimits
+	entries []entry
+	links   map[string]string
+	total   int64
+}
+
+func (pl *planner) walk(tree *object.Tree, dir string) error {
+	seen := make(map[string]bool, len(tree.Entries))
+	for _, te := range tree.Entries {
+		if err := checkName(dir, te.Name); err != nil {
+			return err
+		}
+		p := path.Join(dir, te.Name)
+		if seen[te.Name] {
+			// Written in turn, a link and a directory of one name would
+			// let the second write go through the first.
+			return fmt.Errorf("%q: two entries of one tree have this name: %w", p, ErrTreeRefused)
+		}
+		seen[te.Name] = true
+		if te.Mode == filemode.Submodule {
+			continue // a commit of another repository: not fetched, as git clone without --recursive
+		}
+		if len(pl.entries) >= pl.lim.MaxEntries {
+			return fmt.Errorf("%q: more than %d files, directories and links: %w", p, pl.lim.MaxEntries, ErrTreeRefused)
+		}
+		e := entry{path: p, mode: te.Mode, hash: te.Hash}
+		switch te.Mode {
+		case filemode.Dir:
+			pl.entries = append(pl.entries, e)
+			sub, err := object.GetTree(pl.s, te.Hash)
+			if err != nil {
+				return fmt.Errorf("%q: %w", p, err)
+			}
+			if err := pl.walk(sub, p); err != nil {
+				return err
+			}
+			continue
+		case filemode.Regular, filemode.Deprecated, filemode.Executable, filemode.Symlink:
+		default:
+			return fmt.Errorf("%q: unknown file mode %o: %w", p, uint32(te.Mode), ErrTreeRefused)
+		}
+		obj, err := pl.s.EncodedObject(plumbing.BlobObject, te.Hash)
+		if err != nil {
+			return fmt.Errorf("%q: %w", p, err)
+		}
+		e.size = obj.Size()
+		if te.Mode == filemode.Symlink {
+			if err := pl.link(e, obj); err != nil {
+				return err
+			}
+			pl.entries = append(pl.entries, e)
+			continue
+		}
+		if e.size > pl.lim.MaxFileBytes {
+			return fmt.Errorf("%q: %d bytes, more than the limit of %d bytes per file: %w", p, e.size, pl.lim.MaxFileBytes, ErrTreeRefused)
+		}
+		if pl.total += e.size; pl.total > pl.lim.MaxTreeBytes {
+			return fmt.Errorf("%q: the tree holds more than the limit of %d bytes: %w", p, pl.lim.MaxTreeBytes, ErrTreeRefused)
+		}
+		pl.entries = append(pl.entries, e)
+	}
+	return nil
+}
+
+func (pl *planner) link(e entry, obj plumbing.EncodedObject) error {
+	if e.size > maxLinkTarget {
+		return fmt.Errorf("%q: symlink target of %d bytes: %w", e.path, e.size, ErrTreeRefused)
+	}
+	r, err := obj.Reader()
+	if err != nil {
+		return fmt.Errorf("%q: %w", e.path, err)
 	}
 	defer r.Close()
-	out, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	target, err := io.ReadAll(io.LimitReader(r, maxLinkTarget+1))
+	if err != nil {
+		return fmt.Errorf("%q: %w", e.path, err)
+	}
+	if len(target) == 0 || bytes.IndexByte(target, 0) >= 0 {
+		return fmt.Errorf("%q: symlink with an empty target or a NUL byte: %w", e.path, ErrTreeRefused)
+	}
+	pl.links[e.path] = string(target)
+	return nil
+}
+
+// writeEntry writes one checked entry, streaming a file's blob from the
+// pack to the file.
+func writeEntry(s storer.EncodedObjectStorer, root *os.Root, e entry, links map[string]string, lim CheckoutLimits) error {
+	name := filepath.FromSlash(e.path)
+	switch e.mode {
+	case filemode.Dir:
+		return root.Mkdir(name, 0o755)
+	case filemode.Symlink:
+		// Kept as a link, as git would; it was checked to stay inside.
+		return root.Symlink(links[e.path], name)
+	}
+	perm := os.FileMode(0o644)
+	if e.mode == filemode.Executable {
+		perm = 0o755
+	}
+	obj, err := s.EncodedObject(plumbing.BlobObject, e.hash)
+	if err != nil {
+		return fmt.Errorf("%q: %w", e.path, err)
+	}
+	r, err := obj.Reader()
+	if err != nil {
+		return fmt.Errorf("%q: %w", e.path, err)
+	}
+	defer r.Close()
+	br := bufio.NewReader(r)
+	if e.size < lfsPointerMax {
+		// Skipping the file, or writing the pointer as if it were the
+		// content, would make a render drop that file's objects (and a
+		// prune delete them): refuse, naming the file.
+		if head, _ := br.Peek(int(e.size)); isLFSPointer(head) {
+			return fmt.Errorf("%q is a Git LFS pointer; refit does not fetch LFS content (commit the file itself): %w", e.path, ErrTreeRefused)
+		}
+	}
+	out, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(out, r); err != nil {
-		out.Close()
-		return err
+	// The blob's header gave its size; a pack that lies gets no further.
+	n, err := io.Copy(out, io.LimitReader(br, lim.MaxFileBytes+1))
+	if err == nil && n > lim.MaxFileBytes {
+		err = fmt.Errorf("%q: more than the limit of %d bytes per file: %w", e.path, lim.MaxFileBytes, ErrTreeRefused)
 	}
-	return out.Close()
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // cached returns the checked-out revision for commit, if complete.

@@ -27,6 +27,11 @@ var (
 	ErrTransport = errors.New("transport error")
 	// ErrConfig: the options are invalid (bad URL, ref, key or known_hosts).
 	ErrConfig = errors.New("invalid configuration")
+	// ErrTreeRefused: the commit's tree cannot be checked out safely (a
+	// name or symlink leaving the checkout, duplicate names, a file or
+	// tree over its size limit, a Git LFS pointer). It is the commit's
+	// fault: polling again fetches the same tree.
+	ErrTreeRefused = errors.New("tree refused")
 )
 
 // Error says which repository and ref failed, at which step, and how. URL
@@ -68,6 +73,8 @@ func (e *Error) Unwrap() []error {
 func classify(err error) error {
 	msg := err.Error()
 	switch {
+	case errors.Is(err, ErrTreeRefused):
+		return ErrTreeRefused
 	case errors.Is(err, context.DeadlineExceeded):
 		return ErrTimeout
 	case errors.Is(err, transport.ErrAuthenticationRequired),
