@@ -15,6 +15,7 @@ import (
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/memory"
 	"github.com/go-logr/logr"
@@ -25,6 +26,7 @@ const (
 	keyURL      = "url"
 	keyRef      = "ref"
 	keyRevision = "revision"
+	keySigner   = "signer"
 )
 
 // Revision is one commit of the tracked ref, checked out on disk.
@@ -44,6 +46,9 @@ type Revision struct {
 	// Fetched is true when this poll fetched from the remote, false when
 	// the tree came from the cache.
 	Fetched bool `json:"-"`
+	// Signer is the trusted key that signed the commit (Options.Verify):
+	// "OpenPGP key <key ID>" or "SSH key SHA256:<fingerprint>".
+	Signer string `json:"signer,omitempty"`
 }
 
 // Options configure a Poller.
@@ -57,6 +62,10 @@ type Options struct {
 	Keep int
 	// Timeout bounds each network call (listing refs, fetching).
 	Timeout time.Duration
+	// Verify, when set, requires the commit to be signed by one of these
+	// keys. A commit that is not is refused before its tree is written:
+	// Poll returns an error wrapping ErrUnverified.
+	Verify *Keys
 }
 
 // DefaultOptions returns options with the default Keep and Timeout.
@@ -83,6 +92,10 @@ type Poller struct {
 
 	mu    sync.Mutex
 	stats Stats
+	// refused is the last commit verification refused, and why: polls that
+	// find the ref still there answer at once instead of fetching again.
+	refused    Revision
+	refusedErr error
 }
 
 // NewPoller checks the options and prepares authentication. It does no
@@ -107,7 +120,13 @@ func NewPoller(opts Options) (*Poller, error) {
 	if err := opts.Ref.Validate(); err != nil {
 		return nil, p.fail("parse ref", fmt.Errorf("%v: %w", err, ErrConfig))
 	}
-	sum := sha256.Sum256([]byte(ep.safe + "\n" + opts.Ref.String()))
+	id := ep.safe + "\n" + opts.Ref.String()
+	if opts.Verify != nil {
+		// Trees checked out without verification, or under other keys, must
+		// not pass for verified ones.
+		id += "\nverify " + opts.Verify.Digest()
+	}
+	sum := sha256.Sum256([]byte(id))
 	p.dir = filepath.Join(opts.CacheDir, hex.EncodeToString(sum[:8]))
 	if err := os.MkdirAll(p.dir, 0o755); err != nil {
 		return nil, p.fail("cache", err)
@@ -132,12 +151,19 @@ func (p *Poller) URL() string { return p.ep.safe }
 // refs, and fetches (depth 1, that ref only) only when the commit is not
 // already checked out in the cache. A pinned commit that is already checked
 // out needs no network at all.
+//
+// With Options.Verify, a commit no trusted key signed is an error wrapping
+// ErrUnverified, returned with the refused commit's Revision (without Dir)
+// so that the caller can report on that commit.
 func (p *Poller) Poll(ctx context.Context) (Revision, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	log := logr.FromContextOrDiscard(ctx)
 	p.stats.Polls++
 	if c := p.opts.Ref.Commit; c != "" {
+		if p.refusedErr != nil && p.refused.Commit == c {
+			return p.refused, p.refusedErr
+		}
 		if rev, ok := p.cached(c); ok {
 			p.stats.CacheHits++
 			return rev, nil
@@ -152,6 +178,11 @@ func (p *Poller) Poll(ctx context.Context) (Revision, error) {
 	if err != nil {
 		return Revision{}, p.fail("resolve ref", err)
 	}
+	if p.refusedErr != nil && p.refused.Commit == tgt.commit.String() {
+		rev := p.refused
+		rev.Ref = tgt.name.String()
+		return rev, p.refusedErr
+	}
 	if rev, ok := p.cached(tgt.commit.String()); ok {
 		p.stats.CacheHits++
 		rev.Ref = tgt.name.String()
@@ -160,10 +191,19 @@ func (p *Poller) Poll(ctx context.Context) (Revision, error) {
 	}
 	p.stats.Fetches++
 	rev, err := p.fetch(ctx, tgt)
+	if errors.Is(err, ErrUnverified) {
+		rev.Dir = ""
+		p.refused, p.refusedErr = rev, err
+		return rev, err
+	}
 	if err != nil {
 		return Revision{}, err
 	}
-	log.Info("fetched revision", keyURL, p.ep.safe, keyRef, rev.Ref, keyRevision, rev.Commit)
+	kv := []any{keyURL, p.ep.safe, keyRef, rev.Ref, keyRevision, rev.Commit}
+	if rev.Signer != "" {
+		kv = append(kv, keySigner, rev.Signer)
+	}
+	log.Info("fetched revision", kv...)
 	if err := p.prune(rev.Commit); err != nil {
 		return Revision{}, p.fail("prune cache", err)
 	}
@@ -203,10 +243,24 @@ func network[T any](ctx context.Context, timeout time.Duration, call func(contex
 	}
 }
 
+// verify refuses a commit that no trusted key signed, and says who signed
+// it otherwise; without Options.Verify every commit passes. fetch calls it
+// before the commit's tree is written anywhere.
+func (p *Poller) verify(c *object.Commit) (string, error) {
+	if p.opts.Verify == nil {
+		return "", nil
+	}
+	signer, err := p.opts.Verify.Verify(c)
+	if err != nil {
+		return "", p.fail("verify signature", err)
+	}
+	return signer, nil
+}
+
 // fail wraps err as an *Error for this repository and ref.
 func (p *Poller) fail(op string, err error) error {
 	kind := ErrTransport
-	for _, k := range []error{ErrConfig, ErrNotFound, ErrAuth, ErrHostKey, ErrTimeout} {
+	for _, k := range []error{ErrUnverified, ErrConfig, ErrNotFound, ErrAuth, ErrHostKey, ErrTimeout} {
 		if errors.Is(err, k) {
 			kind = k
 			break
