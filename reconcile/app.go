@@ -9,6 +9,7 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/refit-gitops/refit/apply"
 	"github.com/refit-gitops/refit/diff"
 	"github.com/refit-gitops/refit/inplace"
 	"github.com/refit-gitops/refit/source"
@@ -50,8 +51,10 @@ type App struct {
 }
 
 // appState is what the loop remembers between passes. Everything else is
-// re-derived from Git and the cluster.
+// re-derived from Git and the cluster, except memory, which is also kept in
+// the cluster so that a restart does not retry a bad commit.
 type appState struct {
+	memory  apply.Memory
 	applied string // last commit applied (healthy or not)
 	// failed is the last commit not to be retried until a new one arrives:
 	// it cannot be applied (a bad commit) or an in-place rollout of it
@@ -87,10 +90,24 @@ type pipeline interface {
 
 var _ pipeline = (*Reconciler)(nil)
 
+// memoryStore keeps each app's bad-commit memory in the cluster
+// (*apply.Applier).
+type memoryStore interface {
+	Memory(ctx context.Context, app string) (apply.Memory, error)
+	SaveMemory(ctx context.Context, app string, m apply.Memory) error
+}
+
+var _ memoryStore = (*apply.Applier)(nil)
+
+// crashLimit is how many times refit starts applying one commit without
+// finishing (it crashed, or was OOM-killed) before the commit is bad.
+const crashLimit = 3
+
 // appLoop is one app's loop and what it depends on.
 type appLoop struct {
 	app     App
 	pipe    pipeline
+	mem     memoryStore // nil: the memory lasts as long as the process
 	now     func() time.Time
 	metrics *metrics
 	st      appState
@@ -104,12 +121,16 @@ type appLoop struct {
 // transient errors back off.
 func (r *Reconciler) RunApp(ctx context.Context, app App) {
 	l := &appLoop{app: app, pipe: r, now: time.Now, metrics: r.metrics}
+	if m, ok := r.applier.(memoryStore); ok {
+		l.mem = m
+	}
 	l.run(ctx)
 }
 
 func (l *appLoop) run(ctx context.Context) {
 	log := logr.FromContextOrDiscard(ctx).WithValues("app", l.app.Name)
 	ctx = logr.NewContext(ctx, log)
+	l.recall(ctx)
 	wait := time.Duration(0)
 	for {
 		var trigger <-chan struct{}
@@ -224,6 +245,9 @@ func (l *appLoop) sync(ctx context.Context, rev source.Revision, newCommit bool)
 	if newCommit {
 		log.Info("new revision", "message", firstLine(rev.Message))
 		l.report(ctx, rev.Commit, CommitPending, "refit is applying "+short(rev.Commit))
+		// Recorded before anything is applied: if refit dies during this
+		// sync, the next start counts it (see recall).
+		l.remember(ctx, beginAttempt(st.memory, rev.Commit))
 	}
 	plan, err := l.pipe.Plan(ctx, rev.Dir, app.Options)
 	if err == nil {
@@ -240,6 +264,13 @@ func (l *appLoop) sync(ctx context.Context, rev source.Revision, newCommit bool)
 	}
 	out := classify(err)
 	st.lastSync = l.now()
+	if newCommit {
+		reason := ""
+		if err != nil {
+			reason = err.Error()
+		}
+		l.remember(ctx, finishAttempt(st.memory, rev.Commit, out, reason))
+	}
 	switch out {
 	case outcomeSuccess:
 		st.applied = rev.Commit
@@ -354,4 +385,79 @@ func short(sha string) string {
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
 	return line
+}
+
+// recall reads the app's bad-commit memory when the loop starts: the last
+// bad commit is not retried, nor a commit that refit started to apply
+// crashLimit times without finishing.
+func (l *appLoop) recall(ctx context.Context) {
+	if l.mem == nil {
+		return
+	}
+	log := logr.FromContextOrDiscard(ctx)
+	m, err := l.mem.Memory(ctx, l.app.Name)
+	if err != nil {
+		// Not remembering costs at most crashLimit retries of a bad
+		// commit; refusing to run would cost the app.
+		log.Error(err, "bad-commit memory unreadable: starting without it")
+		return
+	}
+	l.st.memory = m
+	next, failed, crashed := recallMemory(m, crashLimit)
+	l.st.failed = failed
+	if crashed {
+		log.Info("commit not retried: refit stopped while applying it", "revision", short(failed), "starts", m.Attempts)
+		l.remember(ctx, next)
+		l.report(ctx, failed, CommitFailure, next.Reason)
+	}
+}
+
+// recallMemory decides what a starting loop makes of its memory: the
+// commit not to retry, and whether it is newly bad because refit stopped
+// limit times while applying it (next is then the memory to save).
+func recallMemory(m apply.Memory, limit int) (next apply.Memory, failed string, crashed bool) {
+	if m.Attempt != "" && m.Attempts >= limit {
+		next = apply.Memory{Bad: m.Attempt, Reason: fmt.Sprintf(
+			"refit stopped %d times while applying this commit (crashed or killed, e.g. out of memory): not retried until a new commit", m.Attempts)}
+		return next, m.Attempt, true
+	}
+	return m, m.Bad, false
+}
+
+// beginAttempt counts one more start of applying commit.
+func beginAttempt(m apply.Memory, commit string) apply.Memory {
+	if m.Attempt == commit {
+		m.Attempts++
+	} else {
+		m.Attempt, m.Attempts = commit, 1
+	}
+	return m
+}
+
+// finishAttempt is the memory once a sync of commit ended with out: the
+// attempt is over whatever its outcome (refit did not crash), and a bad
+// commit is remembered with its reason.
+func finishAttempt(m apply.Memory, commit string, out outcome, reason string) apply.Memory {
+	if m.Attempt == commit {
+		m.Attempt, m.Attempts = "", 0
+	}
+	if out == outcomeBadCommit || out == outcomeRolloutFailed {
+		m.Bad, m.Reason = commit, reason
+	}
+	return m
+}
+
+// remember keeps m, in the cluster when there is a store. A failed write
+// is logged, not fatal: the loop still has the memory in hand.
+func (l *appLoop) remember(ctx context.Context, m apply.Memory) {
+	if m == l.st.memory {
+		return
+	}
+	l.st.memory = m
+	if l.mem == nil {
+		return
+	}
+	if err := l.mem.SaveMemory(ctx, l.app.Name, m); err != nil {
+		logr.FromContextOrDiscard(ctx).Error(err, "bad-commit memory not saved")
+	}
 }

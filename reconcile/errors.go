@@ -31,7 +31,7 @@ func IsBadCommit(err error) bool {
 	var bad *BadCommitError
 	var obj *diff.ObjectError
 	var val *apply.ValidationError
-	return errors.As(err, &bad) || errors.As(err, &obj) || errors.As(err, &val)
+	return errors.As(err, &bad) || errors.As(err, &obj) || errors.As(err, &val) || errors.Is(err, apply.ErrEmptyRender)
 }
 
 // isTransient finds, anywhere in err's tree, a cause that retrying can cure.

@@ -10,6 +10,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
+	"github.com/refit-gitops/refit/apply"
 	"github.com/refit-gitops/refit/diff"
 )
 
@@ -28,6 +29,7 @@ func TestIsBadCommit(t *testing.T) {
 		{"network", &diff.ObjectError{Ref: ref, Err: &url.Error{Op: "Patch", URL: "https://x", Err: errors.New("connection refused")}}, false},
 		{"server busy", &diff.ObjectError{Ref: ref, Err: apierrors.NewTooManyRequests("busy", 1)}, false},
 		{"plain error", errors.New("list namespaces: boom"), false},
+		{"empty render that would prune everything", fmt.Errorf("app shop: %w, but 3 objects…", apply.ErrEmptyRender), true},
 		{"schema typing (a 500)", &diff.ObjectError{Ref: ref, Err: apierrors.NewInternalError(errors.New("failed to create typed patch object (a/b): .spec.replicas: expected numeric"))}, true},
 		{"etcd timeout (a 500)", &diff.ObjectError{Ref: ref, Err: apierrors.NewInternalError(errors.New("etcdserver: request timed out"))}, false},
 	} {
