@@ -54,13 +54,21 @@ type Hook struct {
 	// a path; each is checked with its own secret and repository.
 	Path     string
 	Provider Provider
-	Secret   string
-	// RepoURL, when set, must match the repository the payload names (any
-	// of its clone, SSH or web URLs; scheme, user, port and ".git" are
-	// ignored). Providers that send no URL match on Path alone.
+	// Secret is the HMAC key or shared token, at least MinSecretLen bytes.
+	Secret string
+	// RepoURL must match the repository the payload names (any of its
+	// clone, SSH or web URLs; scheme, user, port and ".git" are ignored).
+	// A payload naming no repository, or another one, triggers nothing.
+	// Required except for Generic hooks, whose empty-bodied request is a
+	// plain "poll now".
 	RepoURL string
 	Trigger *Trigger
 }
+
+// MinSecretLen is the shortest webhook secret accepted, in bytes: a
+// shorter one can be guessed offline from one signed delivery (HMAC) or
+// online at the rate the listener allows (token).
+const MinSecretLen = 16
 
 // ReceiverOptions bound what the Receiver accepts.
 type ReceiverOptions struct {
@@ -106,13 +114,22 @@ func NewReceiver(opts ReceiverOptions, hooks ...Hook) (*Receiver, error) {
 			return nil, fmt.Errorf("hook %q: path must start with /", h.Path)
 		case h.Secret == "":
 			return nil, fmt.Errorf("hook %s: secret is required", h.Path)
+		case len(h.Secret) < MinSecretLen:
+			return nil, fmt.Errorf("hook %s: secret is %d bytes, want at least %d", h.Path, len(h.Secret), MinSecretLen)
 		case h.Trigger == nil:
 			return nil, fmt.Errorf("hook %s: trigger is required", h.Path)
 		}
 		switch h.Provider {
-		case GitHub, GitLab, Gitea, Generic:
+		case GitHub, GitLab, Gitea:
+			if h.RepoURL == "" {
+				return nil, fmt.Errorf("hook %s: repository URL is required: a %s payload is matched by its repository", h.Path, h.Provider)
+			}
+		case Generic:
 		default:
 			return nil, fmt.Errorf("hook %s: unknown provider %q", h.Path, h.Provider)
+		}
+		if h.RepoURL != "" && repoKey(h.RepoURL) == "" {
+			return nil, fmt.Errorf("hook %s: repository URL %s names no repository", h.Path, scrub(h.RepoURL))
 		}
 		r.hooks[h.Path] = append(r.hooks[h.Path], h)
 	}
@@ -173,11 +190,7 @@ func (r *Receiver) dispatch(req *http.Request, body []byte, hooks []Hook) (int, 
 		return http.StatusOK, "duplicate delivery ignored"
 	}
 	var urls []string
-	needURL := false
-	for _, h := range verified {
-		needURL = needURL || h.RepoURL != ""
-	}
-	if needURL {
+	if len(body) > 0 {
 		var err error
 		if urls, err = payloadRepoURLs(body); err != nil {
 			return http.StatusBadRequest, "malformed payload"
@@ -185,15 +198,29 @@ func (r *Receiver) dispatch(req *http.Request, body []byte, hooks []Hook) (int, 
 	}
 	fired := 0
 	for _, h := range verified {
-		if h.RepoURL == "" || len(urls) == 0 || matchesAny(h.RepoURL, urls) {
+		if fires(h, body, urls) {
 			h.Trigger.Fire()
 			fired++
 		}
 	}
-	if fired == 0 {
+	switch {
+	case fired > 0:
+		return http.StatusAccepted, "poll requested"
+	case len(urls) == 0:
+		return http.StatusOK, "payload names no repository: nothing triggered"
+	default:
 		return http.StatusOK, "no matching repository"
 	}
-	return http.StatusAccepted, "poll requested"
+}
+
+// fires says whether a verified delivery is for h: its payload names h's
+// repository. Only a Generic hook with an empty body (a plain "poll now",
+// e.g. from CI) fires without one.
+func fires(h Hook, body []byte, urls []string) bool {
+	if h.Provider == Generic && len(body) == 0 {
+		return true
+	}
+	return h.RepoURL != "" && matchesAny(h.RepoURL, urls)
 }
 
 // verify returns 200 when req carries h's credential, 401 when it carries
@@ -288,7 +315,9 @@ func (r *Receiver) replayed(id string) bool {
 }
 
 // payloadRepoURLs reads the repository URLs GitHub, Gitea and GitLab put in
-// push and tag events.
+// push and tag events: the clone, SSH and web addresses the host sets
+// itself. Fields a repository owner can set (GitHub's homepage) and API
+// addresses (Gitea's url) are not read.
 func payloadRepoURLs(body []byte) ([]string, error) {
 	var p struct {
 		Repository map[string]any `json:"repository"`
@@ -299,7 +328,7 @@ func payloadRepoURLs(body []byte) ([]string, error) {
 	}
 	var urls []string
 	for _, m := range []map[string]any{p.Repository, p.Project} {
-		for _, k := range []string{"clone_url", "ssh_url", "html_url", "git_url", "url", "git_http_url", "git_ssh_url", "web_url", "homepage"} {
+		for _, k := range []string{"clone_url", "ssh_url", "html_url", "git_url", "git_http_url", "git_ssh_url", "web_url"} {
 			if s, ok := m[k].(string); ok && s != "" {
 				urls = append(urls, s)
 			}
@@ -310,6 +339,9 @@ func payloadRepoURLs(body []byte) ([]string, error) {
 
 func matchesAny(repoURL string, urls []string) bool {
 	want := repoKey(repoURL)
+	if want == "" {
+		return false
+	}
 	for _, u := range urls {
 		if repoKey(u) == want {
 			return true
@@ -319,12 +351,16 @@ func matchesAny(repoURL string, urls []string) bool {
 }
 
 // repoKey reduces a repository URL to lower-case host/path, so the HTTPS,
-// SSH and web URLs of one repository compare equal.
+// SSH and web URLs of one repository compare equal; "" when it names no
+// repository (no path), which matches nothing.
 func repoKey(u string) string {
-	ep, err := transport.NewEndpoint(u)
+	ep, err := transport.NewEndpoint(strings.TrimSpace(u))
 	if err != nil {
-		return strings.ToLower(u)
+		return ""
 	}
 	path := strings.TrimSuffix(strings.Trim(ep.Path, "/"), ".git")
+	if path == "" {
+		return ""
+	}
 	return strings.ToLower(ep.Host + "/" + path)
 }
