@@ -21,6 +21,7 @@ type sourceFlags struct {
 	sshKey, knownHosts   string
 	username, password   string
 	token, cacheDir      string
+	verifyKeys           string
 	allowRemoteBases     bool
 	timeout              time.Duration
 }
@@ -36,6 +37,7 @@ func (f *sourceFlags) register(fl *pflag.FlagSet) {
 	fl.StringVar(&f.password, "password", "", "HTTPS password or access token (or REFIT_GIT_PASSWORD)")
 	fl.StringVar(&f.token, "token", "", "HTTPS bearer token (or REFIT_GIT_TOKEN)")
 	fl.StringVar(&f.cacheDir, "cache-dir", "", "where checked-out revisions are kept (default: the user cache dir)")
+	fl.StringVar(&f.verifyKeys, "verify-keys", "", "require the commit to be signed by a key of this file (armored OpenPGP public keys, SSH public keys one per line)")
 	fl.BoolVar(&f.allowRemoteBases, "allow-remote-bases", false, "let kustomizations fetch remote bases")
 	fl.DurationVar(&f.timeout, "timeout", time.Minute, "timeout of each Git network call")
 }
@@ -46,6 +48,8 @@ func (f *sourceFlags) checkout(ctx context.Context) (string, *source.Revision, e
 	switch {
 	case (f.dir == "") == (f.repo == ""):
 		return "", nil, errors.New("set one of --dir and --repo")
+	case f.dir != "" && f.verifyKeys != "":
+		return "", nil, errors.New("--verify-keys needs --repo: a folder has no commit to verify")
 	case f.dir != "":
 		return f.dir, nil, nil
 	}
@@ -81,6 +85,15 @@ func (f *sourceFlags) sourceOptions() (source.Options, error) {
 	}
 	if err := readFiles(byteFile{f.sshKey, &opts.Auth.SSHPrivateKey}, byteFile{f.knownHosts, &opts.Auth.KnownHosts}); err != nil {
 		return opts, err
+	}
+	if f.verifyKeys != "" {
+		data, err := os.ReadFile(f.verifyKeys)
+		if err != nil {
+			return opts, fmt.Errorf("--verify-keys: %w", err)
+		}
+		if opts.Verify, err = source.ParseKeys(source.KeySource{Name: f.verifyKeys, Data: data}); err != nil {
+			return opts, fmt.Errorf("--verify-keys: %w", err)
+		}
 	}
 	opts.CacheDir, err = sourcesCacheDir(f.cacheDir)
 	return opts, err

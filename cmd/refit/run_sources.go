@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -15,6 +18,10 @@ import (
 func (w *appWiring) sourceOptions(ctx context.Context, a config.App) (source.Options, error) {
 	var opts source.Options
 	var err error
+	if w.flags != nil && w.flags.verifyKeys != "" && w.flags.repo != a.Source.URL {
+		// Ignoring it would run unverified what the user meant to verify.
+		return opts, errors.New("--verify-keys applies to the --repo app only: set source.verify in the config")
+	}
 	if w.flags != nil && w.flags.repo == a.Source.URL {
 		opts, err = w.flags.sourceOptions() // credentials from flags and environment
 	} else {
@@ -27,8 +34,49 @@ func (w *appWiring) sourceOptions(ctx context.Context, a config.App) (source.Opt
 	if err != nil {
 		return opts, err
 	}
+	if a.Source.Verify != nil {
+		if opts.Verify, err = w.verifyKeys(ctx, a.Source.Verify); err != nil {
+			return opts, fmt.Errorf("source.verify: %w", err)
+		}
+	}
 	opts.CacheDir, err = sourcesCacheDir(w.cacheDir)
 	return opts, err
+}
+
+// verifyKeys reads the keys commits must be signed by: from a file, and
+// from a Secret, where every key holds keys (one key when ref.Key names it).
+func (w *appWiring) verifyKeys(ctx context.Context, v *config.Verify) (*source.Keys, error) {
+	var srcs []source.KeySource
+	if v.KeysFile != "" {
+		data, err := os.ReadFile(v.KeysFile)
+		if err != nil {
+			return nil, err
+		}
+		srcs = append(srcs, source.KeySource{Name: v.KeysFile, Data: data})
+	}
+	if ref := v.SecretRef; ref != nil {
+		sec, err := w.client.CoreV1().Secrets(w.secretsNS).Get(ctx, ref.Name, metav1.GetOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("secret %s/%s: %w", w.secretsNS, ref.Name, err)
+		}
+		names := slices.Sorted(maps.Keys(sec.Data))
+		if ref.Key != "" {
+			if _, ok := sec.Data[ref.Key]; !ok {
+				return nil, fmt.Errorf("secret %s/%s has no key %q", w.secretsNS, ref.Name, ref.Key)
+			}
+			names = []string{ref.Key}
+		}
+		if len(names) == 0 {
+			return nil, fmt.Errorf("secret %s/%s holds no keys", w.secretsNS, ref.Name)
+		}
+		for _, k := range names {
+			srcs = append(srcs, source.KeySource{Name: fmt.Sprintf("secret %s/%s key %s", w.secretsNS, ref.Name, k), Data: sec.Data[k]})
+		}
+	}
+	if len(srcs) == 0 {
+		return nil, errors.New("set secretRef or keysFile")
+	}
+	return source.ParseKeys(srcs...)
 }
 
 // auth reads Git credentials from the app's Secret and files.
