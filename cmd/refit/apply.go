@@ -18,7 +18,6 @@ import (
 type applyFlags struct {
 	planFlags
 	wait    bool
-	prune   bool
 	timeout time.Duration
 	grace   time.Duration
 }
@@ -41,7 +40,7 @@ any failure.`,
 	}
 	f.src.register(cmd.Flags())
 	f.kube.register(cmd.Flags())
-	cmd.Flags().StringVar(&f.app, "app", "default", "app name: the inventory of what it applied, for pruning")
+	cmd.Flags().StringVar(&f.app, "app", "", "app name: the inventory of what it applied, for pruning (default: derived from the folder or repository and the path)")
 	cmd.Flags().StringVar(&f.policy, "policy", string(diff.InPlaceIfPossible), "update policy of workloads without the refit.dev/update-policy annotation")
 	cmd.Flags().BoolVar(&f.wait, "wait", false, "wait until what was applied is healthy")
 	cmd.Flags().BoolVar(&f.prune, "prune", false, "delete objects of this app that left Git")
@@ -66,8 +65,13 @@ func (f *applyFlags) run(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	app, err := f.appName()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "app %s\n", app)
 	opts := reconcile.DefaultOptions()
-	opts.App, opts.Path, opts.Namespace = f.app, f.src.path, ns
+	opts.App, opts.Path, opts.Namespace = app, f.src.path, ns
 	opts.DefaultPolicy, opts.AllowRemoteBases = diff.Policy(f.policy), f.src.allowRemoteBases
 	opts.Prune, opts.Wait, opts.Timeout, opts.Log = f.prune, f.wait, f.timeout, out
 	opts.InPlace.Grace = f.grace
@@ -77,7 +81,11 @@ func (f *applyFlags) run(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	writePlanText(out, plan, colours(out))
+	// The plan as this apply carries it out; the apply itself gets every
+	// deletion, so that what it does not prune stays in the inventory.
+	shown, kept := previewed(plan, f.prune)
+	writePlanText(out, shown, colours(out))
+	writeKept(out, kept)
 	// Gates of new Pods (and of Pods left False) are kept open while the
 	// command runs, so that what it applies can become Ready.
 	gateCtx, stopGates := context.WithCancel(ctx)

@@ -22,6 +22,9 @@ type planFlags struct {
 	app    string
 	policy string
 	output string
+	// prune: the apply this previews deletes what left Git. Without it
+	// deletions are not listed: the apply would not make them.
+	prune bool
 }
 
 func newPlanCommand() *cobra.Command {
@@ -41,7 +44,8 @@ Exit status: 0 no changes, 2 changes, 1 error.`,
 	}
 	f.src.register(cmd.Flags())
 	f.kube.register(cmd.Flags())
-	cmd.Flags().StringVar(&f.app, "app", "default", "app name: its inventory tells what left Git")
+	cmd.Flags().StringVar(&f.app, "app", "", "app name: its inventory tells what left Git (default: derived from the folder or repository and the path)")
+	cmd.Flags().BoolVar(&f.prune, "prune", false, "preview an apply with --prune: list the objects that left Git as deletions")
 	cmd.Flags().StringVar(&f.policy, "policy", string(diff.InPlaceIfPossible), "update policy of workloads without the refit.dev/update-policy annotation")
 	cmd.Flags().StringVarP(&f.output, "output", "o", "text", "output format: text or json")
 	return cmd
@@ -55,10 +59,12 @@ func (f *planFlags) run(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	plan, kept := previewed(plan, f.prune)
 	if f.output == "json" {
-		err = writePlanJSON(out, plan, rev)
+		err = writePlanJSON(out, plan, rev, kept)
 	} else {
 		writePlanText(out, plan, colours(out))
+		writeKept(out, kept)
 	}
 	if err != nil {
 		return err
@@ -85,11 +91,48 @@ func (f *planFlags) plan(ctx context.Context) (*diff.Plan, *source.Revision, err
 	if err != nil {
 		return nil, nil, err
 	}
+	app, err := f.appName()
+	if err != nil {
+		return nil, nil, err
+	}
 	opts := reconcile.DefaultOptions()
-	opts.App, opts.Path, opts.Namespace = f.app, f.src.path, ns
+	opts.App, opts.Path, opts.Namespace = app, f.src.path, ns
 	opts.DefaultPolicy, opts.AllowRemoteBases = diff.Policy(f.policy), f.src.allowRemoteBases
 	plan, err := r.Plan(ctx, root, opts)
 	return plan, rev, err
+}
+
+// appName is --app, or the app derived from the source (defaultApp).
+func (f *planFlags) appName() (string, error) {
+	if f.app != "" {
+		return f.app, nil
+	}
+	return defaultApp(f.src.dir, f.src.repo, f.src.path)
+}
+
+// previewed is plan as the apply it previews carries it out: without
+// pruning, the objects that left Git are not deleted, so they are not
+// listed (kept counts them).
+func previewed(plan *diff.Plan, prune bool) (*diff.Plan, int) {
+	if prune {
+		return plan, 0
+	}
+	out := &diff.Plan{Changes: make([]diff.Change, 0, len(plan.Changes))}
+	kept := 0
+	for _, c := range plan.Changes {
+		if c.Action == diff.Delete {
+			kept++
+			continue
+		}
+		out.Changes = append(out.Changes, c)
+	}
+	return out, kept
+}
+
+func writeKept(out io.Writer, kept int) {
+	if kept > 0 {
+		fmt.Fprintf(out, "%d objects of this app left Git and stay (--prune deletes them)\n", kept)
+	}
 }
 
 type palette struct{ add, change, del, inplace, dim, reset string }
@@ -141,6 +184,10 @@ func describeUpdate(ch diff.Change, c palette) string {
 		b.WriteString("update, no Pod replaced")
 	default:
 		b.WriteString("update")
+		// A forced recreation says what it deletes.
+		if ch.Reason != "" {
+			fmt.Fprintf(&b, " (%s)", ch.Reason)
+		}
 	}
 	if len(ch.Images) > 0 {
 		for _, img := range ch.Images {
@@ -156,6 +203,9 @@ func describeUpdate(ch diff.Change, c palette) string {
 type jsonPlan struct {
 	Revision string       `json:"revision,omitempty"`
 	Changes  []jsonChange `json:"changes"`
+	// NotPruned counts the objects that left Git and that the apply
+	// previewed (without --prune) keeps.
+	NotPruned int `json:"notPruned,omitempty"`
 }
 
 type jsonChange struct {
@@ -173,8 +223,8 @@ type jsonChange struct {
 	Fields    []string           `json:"fields,omitempty"`
 }
 
-func writePlanJSON(out io.Writer, plan *diff.Plan, rev *source.Revision) error {
-	jp := jsonPlan{Changes: []jsonChange{}}
+func writePlanJSON(out io.Writer, plan *diff.Plan, rev *source.Revision, notPruned int) error {
+	jp := jsonPlan{Changes: []jsonChange{}, NotPruned: notPruned}
 	if rev != nil {
 		jp.Revision = rev.Commit
 	}
