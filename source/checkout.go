@@ -46,7 +46,7 @@ func (p *Poller) fetch(ctx context.Context, tgt target) (Revision, error) {
 		return Revision{}, p.fail("fetch", err)
 	}
 	defer os.RemoveAll(gitDir)
-	repo, err := p.fetchRepo(ctx, tgt, gitDir)
+	repo, err := p.fetchRepo(ctx, tgt, gitDir, p.checkoutLimits())
 	if err != nil {
 		return Revision{}, p.fail("fetch", err)
 	}
@@ -75,9 +75,13 @@ func (p *Poller) fetch(ctx context.Context, tgt target) (Revision, error) {
 // when they advertise allow-reachable-sha1-in-want (GitHub, GitLab, Gitea
 // do); only a server that refuses gets the full history of the branch, or
 // of every branch and tag, since it sends no unadvertised commit otherwise.
-func (p *Poller) fetchRepo(ctx context.Context, tgt target, gitDir string) (*git.Repository, error) {
-	st := filesystem.NewStorageWithOptions(osfs.New(gitDir), cache.NewObjectLRUDefault(),
-		filesystem.Options{ExclusiveAccess: true, LargeObjectThreshold: largeObject})
+func (p *Poller) fetchRepo(ctx context.Context, tgt target, gitDir string, lim CheckoutLimits) (*git.Repository, error) {
+	st := guardedStorage{
+		Storage: filesystem.NewStorageWithOptions(osfs.New(gitDir), cache.NewObjectLRUDefault(),
+			filesystem.Options{ExclusiveAccess: true, LargeObjectThreshold: largeObject}),
+		dir:       gitDir,
+		maxObject: lim.withDefaults().MaxFileBytes,
+	}
 	repo, err := git.Init(st, nil)
 	if err != nil {
 		return nil, err

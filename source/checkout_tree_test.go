@@ -242,7 +242,7 @@ func checkoutWith(t testing.TB, url string, lim CheckoutLimits) error {
 	if err != nil {
 		t.Fatal(err)
 	}
-	repo, err := p.fetchRepo(t.Context(), tgt, gitDir)
+	repo, err := p.fetchRepo(t.Context(), tgt, gitDir, CheckoutLimits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,7 +352,7 @@ func TestPinnedCommitIsShallow(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := p.fetchRepo(context.Background(), tgt, t.TempDir())
+			got, err := p.fetchRepo(context.Background(), tgt, t.TempDir(), CheckoutLimits{})
 			if err != nil {
 				t.Fatal(err)
 			}
