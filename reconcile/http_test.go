@@ -256,4 +256,3 @@ func TestHTTPListenErrorsNameTheAddress(t *testing.T) {
 		t.Errorf("error = %v, want %q", err, want)
 	}
 }
-
