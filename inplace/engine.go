@@ -109,8 +109,9 @@ type Engine struct {
 	dyn    dynamic.Interface
 	now    func() time.Time
 	busy   *busyPods
-	// pdbLocks serialise PDB decisions per namespace across rollouts.
-	pdbLocks namespaceLocks
+	// pdbLocks serialise PDB decisions per namespace across rollouts (of
+	// every identity: see For).
+	pdbLocks *namespaceLocks
 }
 
 // New returns an Engine for the cluster cfg points at.
@@ -123,7 +124,7 @@ func New(cfg *rest.Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Engine{client: client, dyn: dyn, now: time.Now, busy: newBusyPods()}, nil
+	return &Engine{client: client, dyn: dyn, now: time.Now, busy: newBusyPods(), pdbLocks: &namespaceLocks{}}, nil
 }
 
 // workload is what differs between kinds: how to hold the controller's own

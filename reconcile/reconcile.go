@@ -55,7 +55,8 @@ func DefaultOptions() Options {
 	}
 }
 
-// Reconciler reconciles apps into one cluster.
+// Reconciler reconciles apps into one cluster, making every request
+// through one rest.Config: refit's own identity, or an app's (see For).
 type Reconciler struct {
 	planner *diff.Planner
 	applier applier
@@ -63,6 +64,13 @@ type Reconciler struct {
 	gates   gateKeeper
 	metrics *metrics
 	events  record.EventRecorder
+	// base is the engine whose bookkeeping For shares.
+	base *inplace.Engine
+	// access refuses a commit holding objects the impersonated identity
+	// may not write; nil when refit acts as itself.
+	access *accessCheck
+	// inventoryNamespace holds the apps' inventories ("": apply's default).
+	inventoryNamespace string
 }
 
 // gateKeeper keeps the readiness gate open on the Pods of gated workloads
@@ -106,24 +114,69 @@ func WithEvents(rec record.EventRecorder) Option {
 	return func(r *Reconciler) { r.events = rec }
 }
 
-// New returns a Reconciler for the cluster cfg points at.
+// WithInventoryNamespace keeps the apps' inventories in ns instead of
+// refit-system: under an app's own identity, its namespace, where that
+// identity may write them.
+func WithInventoryNamespace(ns string) Option {
+	return func(r *Reconciler) { r.inventoryNamespace = ns }
+}
+
+// New returns a Reconciler for the cluster cfg points at. Every request it
+// makes (reads, dry-runs, writes, prunes, Pod patches, gates, health) goes
+// through cfg: with cfg.Impersonate set, as that identity, and a commit
+// holding an object that identity may not write is refused as a whole.
 func New(cfg *rest.Config, opts ...Option) (*Reconciler, error) {
-	planner, err := diff.NewPlanner(cfg)
-	if err != nil {
-		return nil, err
-	}
-	applier, err := apply.New(cfg)
-	if err != nil {
-		return nil, err
-	}
 	engine, err := inplace.New(cfg)
 	if err != nil {
 		return nil, err
 	}
-	r := &Reconciler{planner: planner, applier: applier, engine: engine, gates: inplace.NewGateKeeper(engine)}
+	r := &Reconciler{}
 	for _, o := range opts {
 		o(r)
 	}
+	return r.build(cfg, engine)
+}
+
+// For returns a Reconciler that makes every request through cfg (an app's
+// own identity: refit's config with Impersonate set) and shares r's
+// metrics, events (unless opts say otherwise) and in-place bookkeeping,
+// so that rollouts of apps with different identities still respect one
+// another's Pods and PodDisruptionBudgets. opts must not register metrics
+// again.
+func (r *Reconciler) For(cfg *rest.Config, opts ...Option) (*Reconciler, error) {
+	if r.base == nil {
+		return nil, errors.New("reconciler: no engine to share")
+	}
+	engine, err := r.base.For(cfg)
+	if err != nil {
+		return nil, err
+	}
+	n := &Reconciler{metrics: r.metrics, events: r.events}
+	for _, o := range opts {
+		o(n)
+	}
+	return n.build(cfg, engine)
+}
+
+func (r *Reconciler) build(cfg *rest.Config, engine *inplace.Engine) (*Reconciler, error) {
+	planner, err := diff.NewPlanner(cfg)
+	if err != nil {
+		return nil, err
+	}
+	var ao []apply.Option
+	if r.inventoryNamespace != "" {
+		ao = append(ao, apply.WithInventoryNamespace(r.inventoryNamespace))
+	}
+	applier, err := apply.New(cfg, ao...)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Impersonate.UserName != "" {
+		if r.access, err = newAccessCheck(cfg); err != nil {
+			return nil, err
+		}
+	}
+	r.planner, r.applier, r.engine, r.base, r.gates = planner, applier, engine, engine, inplace.NewGateKeeper(engine)
 	return r, nil
 }
 
@@ -138,6 +191,14 @@ func (r *Reconciler) Plan(ctx context.Context, root string, opts Options) (*diff
 	desired := make([]diff.Desired, len(objs))
 	for i, o := range objs {
 		desired[i] = diff.Desired{Object: o.Unstructured, Source: o.File}
+	}
+	if r.access != nil {
+		// Before the inventory, the dry-runs and anything else: a commit
+		// that reaches beyond its identity is refused whole, naming every
+		// object it may not write.
+		if err := r.access.check(ctx, desired, opts.Namespace); err != nil {
+			return nil, err
+		}
 	}
 	previous, err := r.applier.Inventory(ctx, opts.App)
 	if err != nil {

@@ -30,6 +30,10 @@ type ServiceOptions struct {
 	LeaseName      string
 	Identity       string
 	Client         kubernetes.Interface // for the Lease
+	// AppReconcilers maps an app's name to the Reconciler of its own
+	// identity (see For); the other apps run with the Reconciler Serve is
+	// called on.
+	AppReconcilers map[string]*Reconciler
 }
 
 // Serve runs the apps until ctx ends (or, with leader election, until
@@ -54,16 +58,19 @@ func (r *Reconciler) Serve(ctx context.Context, apps []App, opts ServiceOptions)
 	runApps := func(ctx context.Context) {
 		ready.Store(true)
 		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r.KeepGates(ctx) // one keeper for every app, while leading
-		}()
-		for _, app := range apps {
+		for _, rec := range r.keepers(apps, opts.AppReconcilers) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				r.RunApp(ctx, app)
+				rec.KeepGates(ctx) // one keeper per identity, while leading
+			}()
+		}
+		for _, app := range apps {
+			rec := r.of(app.Name, opts.AppReconcilers)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rec.RunApp(ctx, app)
 			}()
 		}
 		wg.Wait()
@@ -86,6 +93,28 @@ func (r *Reconciler) Serve(ctx context.Context, apps []App, opts ServiceOptions)
 	case err := <-srvErr:
 		return err
 	}
+}
+
+// of is the Reconciler app runs with.
+func (r *Reconciler) of(app string, own map[string]*Reconciler) *Reconciler {
+	if rec := own[app]; rec != nil {
+		return rec
+	}
+	return r
+}
+
+// keepers are the Reconcilers apps run with, each once: each keeps the
+// gates of its own apps' workloads, as its identity.
+func (r *Reconciler) keepers(apps []App, own map[string]*Reconciler) []*Reconciler {
+	var out []*Reconciler
+	seen := map[*Reconciler]bool{}
+	for _, app := range apps {
+		if rec := r.of(app.Name, own); !seen[rec] {
+			seen[rec] = true
+			out = append(out, rec)
+		}
+	}
+	return out
 }
 
 func (r *Reconciler) lead(ctx context.Context, opts ServiceOptions, run func(context.Context)) {

@@ -61,7 +61,7 @@ func (f *applyFlags) run(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	r, err := reconcile.New(cfg)
+	r, err := reconcile.New(cfg, f.kube.reconcileOptions(cfg, ns)...)
 	if err != nil {
 		return err
 	}

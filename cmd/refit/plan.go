@@ -87,7 +87,7 @@ func (f *planFlags) plan(ctx context.Context) (*diff.Plan, *source.Revision, err
 	if err != nil {
 		return nil, nil, err
 	}
-	r, err := reconcile.New(cfg)
+	r, err := reconcile.New(cfg, f.kube.reconcileOptions(cfg, ns)...)
 	if err != nil {
 		return nil, nil, err
 	}

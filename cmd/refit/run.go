@@ -36,6 +36,7 @@ type runFlags struct {
 	leaderElect    bool
 	leaseNamespace string
 	identity       string
+	defaultSA      string
 	logFormat      string
 	verbosity      int
 	grace          time.Duration
@@ -69,6 +70,7 @@ serves /metrics, /healthz and /readyz.`,
 	fl.BoolVar(&f.leaderElect, "leader-elect", false, "act only while holding the leader Lease (for several replicas)")
 	fl.StringVar(&f.leaseNamespace, "leader-election-namespace", "", "namespace of the Lease and of referenced Secrets (default: $POD_NAMESPACE, then refit-system)")
 	fl.StringVar(&f.identity, "identity", "", "leader election identity (default: hostname)")
+	fl.StringVar(&f.defaultSA, "default-service-account", "", "ServiceAccount (in the app's namespace) that apps naming no serviceAccountName act as (default: refit's own identity)")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fl.IntVarP(&f.verbosity, "v", "v", 0, "log verbosity")
 	fl.DurationVar(&f.grace, "grace", 3*time.Second, "default readiness-gate grace before a Pod is patched")
@@ -107,8 +109,13 @@ func (f *runFlags) run(ctx context.Context, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	wiring := &appWiring{client: client, secretsNS: homeNS, cacheDir: f.src.cacheDir, grace: f.grace, flags: &f.src}
-	built, hooks, err := wiring.build(ctx, apps)
+	if err := checkServiceAccountName(f.defaultSA); err != nil {
+		return fmt.Errorf("--default-service-account: %w", err)
+	}
+	ids := &identities{ctx: ctx, base: r, cfg: cfg, defaultSA: f.defaultSA}
+	defer ids.stop()
+	wiring := &appWiring{client: client, secretsNS: homeNS, cacheDir: f.src.cacheDir, grace: f.grace, flags: &f.src, ids: ids}
+	built, err := wiring.build(ctx, apps)
 	if err != nil {
 		return err
 	}
@@ -116,9 +123,10 @@ func (f *runFlags) run(ctx context.Context, stderr io.Writer) error {
 	if identity == "" {
 		identity, _ = os.Hostname()
 	}
-	return r.Serve(ctx, built, reconcile.ServiceOptions{
-		Listen: f.listen, Hooks: hooks, Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+	return r.Serve(ctx, built.apps, reconcile.ServiceOptions{
+		Listen: f.listen, Hooks: built.hooks, Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		LeaderElection: f.leaderElect, LeaseNamespace: homeNS, LeaseName: "refit-leader", Identity: identity, Client: client,
+		AppReconcilers: built.own,
 	})
 }
 

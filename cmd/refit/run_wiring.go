@@ -24,19 +24,39 @@ type appWiring struct {
 	grace     time.Duration
 	// flags carry the credentials of a single app given on the command line.
 	flags *sourceFlags
+	// ids build the Reconcilers of apps with an identity of their own.
+	ids *identities
 }
 
-func (w *appWiring) build(ctx context.Context, apps []config.App) ([]reconcile.App, http.Handler, error) {
-	var out []reconcile.App
+// wired is what build makes of the config's apps.
+type wired struct {
+	apps  []reconcile.App
+	hooks http.Handler
+	// own maps the apps that act as an identity of their own to its
+	// Reconciler.
+	own map[string]*reconcile.Reconciler
+}
+
+func (w *appWiring) build(ctx context.Context, apps []config.App) (*wired, error) {
+	out := &wired{own: map[string]*reconcile.Reconciler{}}
 	var hooks []source.Hook
 	for _, a := range apps {
 		opts, err := w.sourceOptions(ctx, a)
 		if err != nil {
-			return nil, nil, fmt.Errorf("app %s: %w", a.Name, err)
+			return nil, fmt.Errorf("app %s: %w", a.Name, err)
 		}
 		poller, err := source.NewPoller(opts)
 		if err != nil {
-			return nil, nil, fmt.Errorf("app %s: %w", a.Name, err)
+			return nil, fmt.Errorf("app %s: %w", a.Name, err)
+		}
+		if w.ids != nil {
+			rec, err := w.ids.reconciler(a)
+			if err != nil {
+				return nil, fmt.Errorf("app %s: %w", a.Name, err)
+			}
+			if rec != nil {
+				out.own[a.Name] = rec
+			}
 		}
 		ro := reconcile.DefaultOptions()
 		ro.App, ro.Path, ro.Namespace, ro.Prune, ro.Timeout = a.Name, a.Path, a.Namespace, *a.Prune, a.Timeout.Duration
@@ -46,7 +66,7 @@ func (w *appWiring) build(ctx context.Context, apps []config.App) ([]reconcile.A
 		if a.Webhook != nil {
 			secret, err := w.secret(ctx, a.Webhook.SecretSecretRef, a.Webhook.SecretFile, "secret")
 			if err != nil {
-				return nil, nil, fmt.Errorf("app %s: webhook: %w", a.Name, err)
+				return nil, fmt.Errorf("app %s: webhook: %w", a.Name, err)
 			}
 			app.Trigger = source.NewTrigger()
 			hooks = append(hooks, source.Hook{Path: "/hook/" + a.Name, Provider: source.Provider(a.Webhook.Provider),
@@ -54,17 +74,18 @@ func (w *appWiring) build(ctx context.Context, apps []config.App) ([]reconcile.A
 		}
 		if a.Status != nil {
 			if app.Status, err = w.statusReporter(ctx, a); err != nil {
-				return nil, nil, fmt.Errorf("app %s: status: %w", a.Name, err)
+				return nil, fmt.Errorf("app %s: status: %w", a.Name, err)
 			}
 		}
-		out = append(out, app)
+		out.apps = append(out.apps, app)
 	}
 	if len(hooks) == 0 {
-		return out, nil, nil
+		return out, nil
 	}
 	receiver, err := source.NewReceiver(source.DefaultReceiverOptions(), hooks...)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return out, receiver, nil
+	out.hooks = receiver
+	return out, nil
 }
