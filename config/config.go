@@ -9,11 +9,17 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/url"
 	"os"
+	"path"
 	"regexp"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 const (
@@ -125,27 +131,57 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
+// MaxSize is the largest config file read, in bytes: a config of hundreds
+// of apps is well under it.
+const MaxSize = 1 << 20
+
 // Load reads and checks the file at path.
-func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+func Load(file string) (*Config, error) {
+	f, err := os.Open(file)
 	if err != nil {
 		return nil, err
 	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
+		return nil, err
+	} else if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", file)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
 	cfg, err := Parse(data)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", file, err)
 	}
 	return cfg, nil
 }
 
 // Parse reads a Config, rejecting unknown fields, fills defaults and
-// checks it.
+// checks it. The input is exactly one YAML document.
 func Parse(data []byte) (*Config, error) {
+	if len(data) > MaxSize {
+		return nil, fmt.Errorf("config is larger than %d bytes", MaxSize)
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	var cfg Config
 	if err := dec.Decode(&cfg); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("config is empty: want apiVersion " + APIVersion + ", kind " + Kind + " and apps")
+		}
 		return nil, err
+	}
+	// A second document would be silently ignored: an app added after a
+	// stray "---" would never run.
+	var next yaml.Node
+	switch err := dec.Decode(&next); {
+	case errors.Is(err, io.EOF):
+	case err != nil:
+		return nil, fmt.Errorf("after the first document: %w", err)
+	default:
+		return nil, fmt.Errorf("line %d: a second YAML document: want exactly one", next.Line)
 	}
 	if cfg.APIVersion != APIVersion || cfg.Kind != Kind {
 		return nil, fmt.Errorf("want apiVersion %s and kind %s, got %q and %q", APIVersion, Kind, cfg.APIVersion, cfg.Kind)
@@ -200,39 +236,118 @@ var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$`)
 // Validate checks an app whose defaults are filled.
 func (a *App) Validate() error {
 	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if !nameRE.MatchString(a.Name) {
-		errs = append(errs, fmt.Errorf("name %q: lower-case letters, digits and dashes, at most 52", a.Name))
+		add("name %q: lower-case letters, digits and dashes, at most 52", a.Name)
 	}
 	if a.Source.URL == "" {
-		errs = append(errs, errors.New("source.url is required"))
+		add("source.url is required")
+	}
+	if path.IsAbs(a.Path) || escapes(a.Path) || strings.ContainsRune(a.Path, 0) {
+		add("path %q: want a path inside the repository (relative, not climbing out with ..)", a.Path)
 	}
 	if a.Interval.Duration < time.Second {
-		errs = append(errs, fmt.Errorf("interval %s: at least 1s", a.Interval.Duration))
+		add("interval %s: at least 1s", a.Interval.Duration)
+	}
+	if a.DriftInterval.Duration <= 0 {
+		add("driftInterval %s: want a positive duration", a.DriftInterval.Duration)
+	}
+	if a.Timeout.Duration <= 0 {
+		add("timeout %s: want a positive duration", a.Timeout.Duration)
+	}
+	if msgs := validation.IsDNS1123Label(a.Namespace); len(msgs) > 0 {
+		add("namespace %q: %s", a.Namespace, strings.Join(msgs, "; "))
+	}
+	if a.ServiceAccountName != "" {
+		if msgs := validation.IsDNS1123Subdomain(a.ServiceAccountName); len(msgs) > 0 {
+			add("serviceAccountName %q: %s", a.ServiceAccountName, strings.Join(msgs, "; "))
+		}
 	}
 	switch a.Policy {
 	case "InPlaceIfPossible", "InPlaceOnly", "Recreate":
 	default:
-		errs = append(errs, fmt.Errorf("policy %q: want InPlaceIfPossible, InPlaceOnly or Recreate", a.Policy))
+		add("policy %q: want InPlaceIfPossible, InPlaceOnly or Recreate", a.Policy)
+	}
+	errs = append(errs, checkRef("source.secretRef", a.Source.SecretRef))
+	if v := a.Source.Verify; v != nil {
+		errs = append(errs, exactlyOne("source.verify", "secretRef", v.SecretRef != nil, "keysFile", v.KeysFile != ""))
+		errs = append(errs, checkRef("source.verify.secretRef", v.SecretRef))
 	}
 	if s := a.Status; s != nil {
 		switch s.Provider {
 		case "github", "gitlab", "gitea", "bitbucket":
 		default:
-			errs = append(errs, fmt.Errorf("status.provider %q: want github, gitlab, gitea or bitbucket", s.Provider))
+			add("status.provider %q: want github, gitlab, gitea or bitbucket", s.Provider)
 		}
-		if s.TokenSecretRef == nil && s.TokenFile == "" {
-			errs = append(errs, errors.New("status: set tokenSecretRef or tokenFile"))
-		}
+		errs = append(errs, exactlyOne("status", "tokenSecretRef", s.TokenSecretRef != nil, "tokenFile", s.TokenFile != ""))
+		errs = append(errs, checkRef("status.tokenSecretRef", s.TokenSecretRef))
+		errs = append(errs, checkAPIURL(s.APIURL, s.Insecure))
 	}
 	if w := a.Webhook; w != nil {
 		switch w.Provider {
 		case "github", "gitlab", "gitea", "generic":
 		default:
-			errs = append(errs, fmt.Errorf("webhook.provider %q: want github, gitlab, gitea or generic", w.Provider))
+			add("webhook.provider %q: want github, gitlab, gitea or generic", w.Provider)
 		}
-		if w.SecretSecretRef == nil && w.SecretFile == "" {
-			errs = append(errs, errors.New("webhook: set secretSecretRef or secretFile"))
+		errs = append(errs, exactlyOne("webhook", "secretSecretRef", w.SecretSecretRef != nil, "secretFile", w.SecretFile != ""))
+		errs = append(errs, checkRef("webhook.secretSecretRef", w.SecretSecretRef))
+	}
+	return errors.Join(errs...)
+}
+
+// escapes reports whether a relative path climbs out of its root.
+func escapes(p string) bool {
+	c := path.Clean(p)
+	return c == ".." || strings.HasPrefix(c, "../")
+}
+
+// exactlyOne checks that one of two alternative fields is set.
+func exactlyOne(where, a string, hasA bool, b string, hasB bool) error {
+	switch {
+	case hasA && hasB:
+		return fmt.Errorf("%s: set %s or %s, not both", where, a, b)
+	case !hasA && !hasB:
+		return fmt.Errorf("%s: set %s or %s", where, a, b)
+	}
+	return nil
+}
+
+// checkRef checks a Secret reference's name, and its key when it has one.
+func checkRef(where string, ref *SecretRef) error {
+	if ref == nil {
+		return nil
+	}
+	var errs []error
+	if msgs := validation.IsDNS1123Subdomain(ref.Name); len(msgs) > 0 {
+		errs = append(errs, fmt.Errorf("%s.name %q: %s", where, ref.Name, strings.Join(msgs, "; ")))
+	}
+	if ref.Key != "" {
+		if msgs := validation.IsConfigMapKey(ref.Key); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("%s.key %q: %s", where, ref.Key, strings.Join(msgs, "; ")))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkAPIURL refuses a commit-status API address the token must not be
+// sent to: not http(s), carrying credentials, or plain http off loopback
+// without insecure (the status package refuses it too; here the config
+// says which app).
+func checkAPIURL(raw string, insecure bool) error {
+	if raw == "" {
+		return nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return fmt.Errorf("status.apiURL: want an http(s) URL")
+	}
+	if u.User != nil {
+		return fmt.Errorf("status.apiURL: credentials in the URL; use tokenSecretRef or tokenFile")
+	}
+	host := u.Hostname()
+	ip := net.ParseIP(host)
+	if u.Scheme == "http" && !insecure && host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("status.apiURL %s: plain http sends the token in clear text; use https or set status.insecure", u.Redacted())
+	}
+	return nil
 }

@@ -1,0 +1,55 @@
+package config
+
+import (
+	"path"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// FuzzParse: no input panics Parse, and whatever it accepts holds the
+// invariants the service relies on without checking again.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(good))
+	f.Add([]byte(""))
+	f.Add([]byte("apiVersion: refit.dev/v1alpha1\nkind: Config\napps: [{name: a, source: {url: x}}]\n---\n"))
+	f.Add([]byte("apiVersion: refit.dev/v1alpha1\nkind: Config\napps:\n- &a {name: a, source: {url: x}}\n- *a\n"))
+	f.Add([]byte("apiVersion: refit.dev/v1alpha1\nkind: Config\napps: [{name: a, source: {url: x}, interval: 1ns, timeout: -1s}]\n"))
+	f.Add([]byte("x: &a [1,1]\ny: [*a,*a]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := Parse(data)
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("empty error message")
+			}
+			return
+		}
+		if len(cfg.Apps) == 0 {
+			t.Fatal("accepted with no apps")
+		}
+		names := map[string]bool{}
+		for i := range cfg.Apps {
+			a := cfg.Apps[i]
+			if names[a.Name] {
+				t.Fatalf("app name %q accepted twice", a.Name)
+			}
+			names[a.Name] = true
+			if err := a.Validate(); err != nil {
+				t.Fatalf("accepted app %q does not validate: %v", a.Name, err)
+			}
+			if a.Interval.Duration < time.Second || a.DriftInterval.Duration <= 0 || a.Timeout.Duration <= 0 {
+				t.Fatalf("app %q: durations %s %s %s accepted", a.Name, a.Interval, a.DriftInterval, a.Timeout)
+			}
+			if len(validation.IsDNS1123Label(a.Namespace)) > 0 || len(validation.IsDNS1123Label(a.Name)) > 0 {
+				t.Fatalf("app %q: namespace %q accepted", a.Name, a.Namespace)
+			}
+			if a.Prune == nil || a.Source.URL == "" || path.IsAbs(a.Path) || escapes(a.Path) {
+				t.Fatalf("app %q: %+v accepted", a.Name, a)
+			}
+			if v := a.Source.Verify; v != nil && (v.SecretRef != nil) == (v.KeysFile != "") {
+				t.Fatalf("app %q: verify %+v accepted", a.Name, v)
+			}
+		}
+	})
+}
