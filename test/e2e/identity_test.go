@@ -1,0 +1,300 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/yaml"
+
+	"github.com/refit-gitops/refit/apply"
+	"github.com/refit-gitops/refit/test/gitserver"
+)
+
+// identityApp is a tenant's app: a gated Deployment (the gate needs
+// pods/status, which "edit" lacks and refit-inplace grants) and a ConfigMap.
+func identityApp(image, level string) string {
+	return fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: shop}
+spec:
+  replicas: 3
+  strategy: {rollingUpdate: {maxUnavailable: 1}}
+  selector: {matchLabels: {app: shop}}
+  template:
+    metadata: {labels: {app: shop}}
+    spec:
+      readinessGates: [{conditionType: InPlaceUpdateReady}]
+      containers: [{name: shop, image: %q}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings}
+data: {level: %s}
+`, image, level)
+}
+
+// beyondTeam are objects a team-a deployer may not write: a ConfigMap of
+// another namespace and a ClusterRole.
+func beyondTeam(other string) string {
+	return fmt.Sprintf(`---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: stolen, namespace: %s}
+data: {x: "1"}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: %s-escalate}
+rules: [{apiGroups: ["*"], resources: ["*"], verbs: ["*"]}]
+`, other, other)
+}
+
+// tenant makes the ServiceAccount deployer in ns, bound to "edit" and to
+// deploy/'s refit-inplace in ns only, and returns its user name.
+func tenant(t *testing.T, ns string) string {
+	t.Helper()
+	ctx := context.Background()
+	if out, err := kubectl(nil, "apply", "--server-side", "-f", filepath.Join(deployDir, "base", "rbac-inplace.yaml")); err != nil {
+		t.Fatalf("ClusterRole refit-inplace: %v\n%s", err, out)
+	}
+	if _, err := bed.Client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "deployer"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, role := range []string{"edit", "refit-inplace"} {
+		rb := &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: "deployer-" + role},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "deployer", Namespace: ns}},
+		}
+		if _, err := bed.Client.RbacV1().RoleBindings(ns).Create(ctx, rb, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return "system:serviceaccount:" + ns + ":deployer"
+}
+
+// TestIdentity: every request of an app is made as the app's identity, a
+// team-a deployer bound to "edit" + refit-inplace in team-a only. The CLI
+// (--as) applies a commit within team-a and bumps an image in place (Pod
+// UIDs unchanged, the gate kept through pods/status); a commit reaching
+// beyond team-a is refused whole, naming each object, nothing of it
+// written; --prune works with the inventory in team-a. The service
+// (serviceAccountName), running with a token that may only impersonate
+// ServiceAccounts (deploy/locked-down's refit-impersonate), applies as the
+// deployer and is refused beyond team-a.
+func TestIdentity(t *testing.T) {
+	team, other := namespace(t), namespace(t)
+	user := tenant(t, team)
+
+	dir := t.TempDir()
+	writeManifests(t, dir, identityApp("shop:1.0", "info"))
+	as := func(args ...string) (string, int) {
+		return runRefitCLI(t, team, append([]string{"apply", "--dir", dir, "--app", "shop", "--as", user, "--grace", "0s"}, args...)...)
+	}
+	t.Run("cli-applies-within-the-team", func(t *testing.T) {
+		if out, code := as("--wait", "--health-timeout", "1m"); code != 0 {
+			t.Fatalf("refit apply --as %s: exit %d\n%s", user, code, out)
+		}
+		if _, err := bed.Client.CoreV1().ConfigMaps(team).Get(context.Background(), apply.InventoryName("shop"), metav1.GetOptions{}); err != nil {
+			t.Errorf("inventory of app shop in %s (where the deployer may write it): %v", team, err)
+		}
+		if _, err := bed.Client.CoreV1().ConfigMaps(apply.DefaultInventoryNamespace).Get(context.Background(), apply.InventoryName("shop"), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("inventory of app shop in %s: %v; want none there", apply.DefaultInventoryNamespace, err)
+		}
+	})
+	t.Run("cli-image-bump-in-place", func(t *testing.T) {
+		before := waitReadyPods(t, team, 3, nil)
+		fw := watchFleet(t, team)
+		writeManifests(t, dir, identityApp("shop:1.1", "info"))
+		out, code := as("--wait", "--health-timeout", "1m")
+		if code != 0 {
+			t.Fatalf("refit apply --as %s: exit %d\n%s", user, code, out)
+		}
+		if !strings.Contains(out, "update in place") {
+			t.Errorf("want the bump planned in place:\n%s", out)
+		}
+		waitFor(t, time.Minute, "3 ready pods on shop:1.1", func(ctx context.Context) bool { return allPodsOn(ctx, team, "shop:1.1", 3) })
+		maxUnavailable, nUIDs, deleted, _ := fw.summary()
+		after := waitReadyPods(t, team, 3, nil)
+		if fmt.Sprint(uidsOf(after)) != fmt.Sprint(uidsOf(before)) || nUIDs != 3 || len(deleted) > 0 {
+			t.Errorf("pods replaced: %v → %v (%d UIDs seen, deleted %v)", uidsOf(before), uidsOf(after), nUIDs, deleted)
+		}
+		if maxUnavailable > 1 {
+			t.Errorf("most unavailable %d, bound 1", maxUnavailable)
+		}
+	})
+	t.Run("cli-refuses-a-commit-beyond-the-team", func(t *testing.T) {
+		writeManifests(t, dir, identityApp("shop:1.1", "debug")+beyondTeam(other))
+		out, code := as()
+		if code != 1 {
+			t.Fatalf("refit apply of a commit beyond %s: exit %d, want 1\n%s", team, code, out)
+		}
+		for _, want := range []string{"ConfigMap/" + other + "/stolen", "ClusterRole.rbac.authorization.k8s.io/" + other + "-escalate", "forbidden"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("want the error to name %q:\n%s", want, out)
+			}
+		}
+		assertIdentityCommitNotApplied(t, team, other)
+	})
+	t.Run("cli-prunes-with-the-inventory-in-the-team", func(t *testing.T) {
+		writeManifests(t, dir, strings.SplitN(identityApp("shop:1.1", "info"), "---\n", 2)[0])
+		if out, code := as("--prune"); code != 0 {
+			t.Fatalf("refit apply --prune --as %s: exit %d\n%s", user, code, out)
+		}
+		waitFor(t, 30*time.Second, "ConfigMap settings pruned", func(ctx context.Context) bool {
+			_, err := bed.Client.CoreV1().ConfigMaps(team).Get(ctx, "settings", metav1.GetOptions{})
+			return apierrors.IsNotFound(err)
+		})
+	})
+	t.Run("service-acts-as-the-app-serviceaccount", func(t *testing.T) { testIdentityService(t, other) })
+}
+
+// assertIdentityCommitNotApplied checks that nothing of a refused commit was
+// written: the team's ConfigMap keeps level info, the other objects do not
+// exist.
+func assertIdentityCommitNotApplied(t *testing.T, team, other string) {
+	t.Helper()
+	ctx := context.Background()
+	cm, err := bed.Client.CoreV1().ConfigMaps(team).Get(ctx, "settings", metav1.GetOptions{})
+	if err != nil || cm.Data["level"] != "info" {
+		t.Errorf("ConfigMap %s/settings: %v %v; want level info, untouched by the refused commit", team, err, cm.Data)
+	}
+	if _, err := bed.Client.CoreV1().ConfigMaps(other).Get(ctx, "stolen", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("ConfigMap %s/stolen: %v; want it never written", other, err)
+	}
+	if _, err := bed.Client.RbacV1().ClusterRoles().Get(ctx, other+"-escalate", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("ClusterRole %s-escalate: %v; want it never written", other, err)
+	}
+}
+
+// testIdentityService runs refit run with the token of a ServiceAccount that
+// holds only deploy/locked-down's refit-impersonate: whatever the app does,
+// it does as its serviceAccountName. The app has a team of its own (the
+// CLI's app owns the objects of the first).
+func testIdentityService(t *testing.T, other string) {
+	team := namespace(t)
+	tenant(t, team)
+	kubeconfig := impersonatorKubeconfig(t, team)
+	srv := gitserver.New(t, gitserver.DefaultOptions())
+	repo := srv.NewRepo(t, "team")
+	settings := func(level string) string {
+		return "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {level: " + level + "}\n"
+	}
+	files := map[string]string{"deploy/kustomization.yaml": "resources: [app.yaml]\n", "deploy/app.yaml": settings("info")}
+	repo.Commit(files, "team app")
+	cfgFile := filepath.Join(t.TempDir(), "config.yaml")
+	cfg := fmt.Sprintf(`apiVersion: refit.dev/v1alpha1
+kind: Config
+apps:
+- name: team
+  source: {url: %s, usernameFile: %s, passwordFile: %s}
+  path: deploy
+  interval: 1s
+  namespace: %s
+  serviceAccountName: deployer
+  timeout: 1m
+`, repo.HTTPURL(), writeTemp(t, srv.Username()), writeTemp(t, srv.Password()), team)
+	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	svc := startService(t, nil, "--config", cfgFile, "--grace", "0s", "--kubeconfig", kubeconfig)
+	waitFor(t, time.Minute, "the app applied (ConfigMap settings, level info)", func(ctx context.Context) bool {
+		cm, err := bed.Client.CoreV1().ConfigMaps(team).Get(ctx, "settings", metav1.GetOptions{})
+		return err == nil && cm.Data["level"] == "info"
+	})
+	if _, err := bed.Client.CoreV1().ConfigMaps(team).Get(context.Background(), apply.InventoryName("team"), metav1.GetOptions{}); err != nil {
+		t.Errorf("inventory of app team in %s: %v", team, err)
+	}
+	if !strings.Contains(svc.out.String(), "system:serviceaccount:"+team+":deployer") {
+		t.Errorf("want the log to say the app acts as its ServiceAccount:\n%s", svc.out.String())
+	}
+	files["deploy/app.yaml"] = settings("debug") + beyondTeam(other)
+	repo.Commit(files, "reach beyond the team")
+	waitFor(t, 30*time.Second, "the commit refused as a bad commit", func(context.Context) bool {
+		return strings.Contains(svc.metrics(t), `refit_reconciles_total{app="team",result="bad-commit"}`)
+	})
+	if !strings.Contains(svc.out.String(), "forbidden") {
+		t.Errorf("want the log to say forbidden:\n%s", svc.out.String())
+	}
+	assertIdentityCommitNotApplied(t, team, other)
+}
+
+// decodeFirst reads the first YAML document of file into obj.
+func decodeFirst(file string, obj any) error {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	for _, doc := range strings.Split(string(data), "\n---\n") {
+		if strings.Contains(doc, "kind:") {
+			return yaml.UnmarshalStrict([]byte(doc), obj)
+		}
+	}
+	return fmt.Errorf("%s: no object", file)
+}
+
+// impersonatorKubeconfig is a kubeconfig with the token of a ServiceAccount
+// bound only to refit-impersonate (deploy/locked-down): it may do nothing
+// itself but act as a ServiceAccount.
+func impersonatorKubeconfig(t *testing.T, ns string) string {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := bed.Client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "refit"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	role := &rbacv1.ClusterRole{}
+	if err := decodeFirst(filepath.Join(deployDir, "locked-down", "rbac-impersonate.yaml"), role); err != nil {
+		t.Fatal(err)
+	}
+	role.Name = ns + "-impersonate"
+	if _, err := bed.Client.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = bed.Client.RbacV1().ClusterRoles().Delete(context.Background(), role.Name, metav1.DeleteOptions{})
+	})
+	crb := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: role.Name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "refit", Namespace: ns}},
+	}
+	if _, err := bed.Client.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = bed.Client.RbacV1().ClusterRoleBindings().Delete(context.Background(), crb.Name, metav1.DeleteOptions{})
+	})
+	tok, err := bed.Client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, "refit", &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("token of %s/refit: %v", ns, err)
+	}
+	admin, err := clientcmd.LoadFromFile(bed.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cluster := admin.Clusters[admin.Contexts[admin.CurrentContext].Cluster]
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["bed"] = cluster
+	cfg.AuthInfos["refit"] = &clientcmdapi.AuthInfo{Token: tok.Status.Token}
+	cfg.Contexts["refit"] = &clientcmdapi.Context{Cluster: "bed", AuthInfo: "refit", Namespace: ns}
+	cfg.CurrentContext = "refit"
+	path := filepath.Join(t.TempDir(), "impersonator.kubeconfig")
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
