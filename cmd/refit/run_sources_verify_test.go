@@ -37,6 +37,10 @@ func TestVerifyKeysWiring(t *testing.T) {
 	if err := os.WriteFile(file, sshPublicKey(t), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	empty := filepath.Join(t.TempDir(), "empty")
+	if err := os.WriteFile(empty, []byte("# nobody yet\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	secret := func(name string, data map[string][]byte) *corev1.Secret {
 		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "refit-system"}, Data: data}
 	}
@@ -47,30 +51,33 @@ func TestVerifyKeysWiring(t *testing.T) {
 	)
 	tests := []struct {
 		name    string
-		verify  config.Verify
+		verify  *config.Verify
 		flags   *sourceFlags
 		wantErr string
 	}{
-		{name: "every key of a Secret", verify: config.Verify{SecretRef: &config.SecretRef{Name: "signers"}}},
-		{name: "the named key of a Secret", verify: config.Verify{SecretRef: &config.SecretRef{Name: "half", Key: "alice"}}},
-		{name: "file and Secret", verify: config.Verify{KeysFile: file, SecretRef: &config.SecretRef{Name: "signers"}}},
-		{name: "a Secret key with no key in it", verify: config.Verify{SecretRef: &config.SecretRef{Name: "half"}},
+		{name: "every key of a Secret", verify: &config.Verify{SecretRef: &config.SecretRef{Name: "signers"}}},
+		{name: "the named key of a Secret", verify: &config.Verify{SecretRef: &config.SecretRef{Name: "half", Key: "alice"}}},
+		{name: "file and Secret", verify: &config.Verify{KeysFile: file, SecretRef: &config.SecretRef{Name: "signers"}}},
+		{name: "a Secret key with no key in it", verify: &config.Verify{SecretRef: &config.SecretRef{Name: "half"}},
 			wantErr: "source.verify: secret refit-system/half key notes: no OpenPGP or SSH public key"},
-		{name: "an empty Secret", verify: config.Verify{SecretRef: &config.SecretRef{Name: "empty"}},
+		{name: "an empty Secret", verify: &config.Verify{SecretRef: &config.SecretRef{Name: "empty"}},
 			wantErr: "source.verify: secret refit-system/empty holds no keys"},
-		{name: "a missing Secret", verify: config.Verify{SecretRef: &config.SecretRef{Name: "nope"}},
+		{name: "a missing Secret", verify: &config.Verify{SecretRef: &config.SecretRef{Name: "nope"}},
 			wantErr: `source.verify: secret refit-system/nope: secrets "nope" not found`},
-		{name: "a missing key", verify: config.Verify{SecretRef: &config.SecretRef{Name: "signers", Key: "carol"}},
+		{name: "a missing key", verify: &config.Verify{SecretRef: &config.SecretRef{Name: "signers", Key: "carol"}},
 			wantErr: `source.verify: secret refit-system/signers has no key "carol"`},
-		{name: "a missing file", verify: config.Verify{KeysFile: file + ".nope"}, wantErr: "source.verify: open " + file + ".nope"},
-		{name: "nothing named", wantErr: "source.verify: set secretRef or keysFile"},
-		{name: "--verify-keys with another app", verify: config.Verify{KeysFile: file},
+		{name: "a missing file", verify: &config.Verify{KeysFile: file + ".nope"}, wantErr: "source.verify: open " + file + ".nope"},
+		{name: "nothing named", verify: &config.Verify{}, wantErr: "source.verify: set secretRef or keysFile"},
+		{name: "--verify-keys of the --repo app", flags: &sourceFlags{repo: "https://example.com/a.git", verifyKeys: file}},
+		{name: "--verify-keys with no usable key", flags: &sourceFlags{repo: "https://example.com/a.git", verifyKeys: empty},
+			wantErr: "--verify-keys: " + empty + ": no OpenPGP or SSH public key"},
+		{name: "--verify-keys with another app", verify: &config.Verify{KeysFile: file},
 			flags: &sourceFlags{repo: "https://example.com/other.git", verifyKeys: file}, wantErr: "--verify-keys applies to the --repo app only"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			w := &appWiring{client: client, secretsNS: "refit-system", cacheDir: t.TempDir(), flags: tc.flags}
-			app := config.App{Name: "a", Source: config.Source{URL: "https://example.com/a.git", Verify: &tc.verify}}
+			app := config.App{Name: "a", Source: config.Source{URL: "https://example.com/a.git", Verify: tc.verify}}
 			opts, err := w.sourceOptions(t.Context(), app)
 			switch {
 			case tc.wantErr == "" && (err != nil || opts.Verify == nil):
