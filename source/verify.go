@@ -136,11 +136,18 @@ func parseSSHKey(line string) (ssh.PublicKey, []string, error) {
 }
 
 // Digest identifies the set of keys (not their order), so trees checked out
-// under one set are not taken as verified under another.
+// under one set are not taken as verified under another. An OpenPGP key
+// counts with its signatures: a key block that now carries a revocation or
+// a new expiry is another key.
 func (k *Keys) Digest() string {
 	var ids []string
 	for _, e := range k.pgp {
-		ids = append(ids, fmt.Sprintf("pgp:%X", e.PrimaryKey.Fingerprint))
+		var b bytes.Buffer
+		if err := e.Serialize(&b); err != nil {
+			b.Reset()
+			b.Write(e.PrimaryKey.Fingerprint)
+		}
+		ids = append(ids, fmt.Sprintf("pgp:%x", sha256.Sum256(b.Bytes())))
 	}
 	for fp := range k.ssh {
 		ids = append(ids, "ssh:"+fp)

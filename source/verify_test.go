@@ -316,3 +316,31 @@ func TestKeysDigest(t *testing.T) {
 		t.Errorf("one more key: digest unchanged (%s)", one.Digest())
 	}
 }
+
+// A key block that now carries a revocation refuses the key's commits, and
+// is another set of keys for the cache.
+func TestRevokedKey(t *testing.T) {
+	alice := newPGPKey(t, "Alice")
+	before := parseKeys(t, alice.public(t))
+	repo, err := git.Init(memory.NewStorage(), memfs.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := repo.CommitObject(commitWith(t, repo, "v1", alice))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := before.Verify(c); err != nil {
+		t.Fatalf("before the revocation: %v", err)
+	}
+	if err := alice.ent.RevokeKey(packet.KeyCompromised, "stolen", nil); err != nil {
+		t.Fatal(err)
+	}
+	after := parseKeys(t, alice.public(t))
+	if _, err := after.Verify(c); !errors.Is(err, source.ErrUnverified) || !strings.Contains(err.Error(), "revoked") {
+		t.Fatalf("after the revocation: %v; want the commit refused, the key revoked", err)
+	}
+	if before.Digest() == after.Digest() {
+		t.Fatalf("a revocation left the digest unchanged (%s)", before.Digest())
+	}
+}
