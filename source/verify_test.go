@@ -344,3 +344,39 @@ func TestRevokedKey(t *testing.T) {
 		t.Fatalf("a revocation left the digest unchanged (%s)", before.Digest())
 	}
 }
+
+// BenchmarkVerify: the cost of verifying one new commit, per kind of key
+// (go test -run '^$' -bench Verify -benchmem ./source).
+func BenchmarkVerify(b *testing.B) {
+	ent, err := openpgp.NewEntity("Rsa", "", "rsa@example.com", &packet.Config{Algorithm: packet.PubKeyAlgoRSA, RSABits: 3072})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rsa, ed, sk := pgpKey{ent}, newPGPKey(b, "Ed"), newSSHKey(b)
+	for _, tc := range []struct {
+		name   string
+		public string
+		signer git.Signer
+	}{
+		{"ssh-ed25519", sk.authorized(), sk},
+		{"openpgp-ed25519", ed.public(b), ed},
+		{"openpgp-rsa3072", rsa.public(b), rsa},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			repo, err := git.Init(memory.NewStorage(), memfs.New())
+			if err != nil {
+				b.Fatal(err)
+			}
+			c, err := repo.CommitObject(commitWith(b, repo, "v1", tc.signer))
+			if err != nil {
+				b.Fatal(err)
+			}
+			keys := parseKeys(b, tc.public)
+			for b.Loop() {
+				if _, err := keys.Verify(c); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
