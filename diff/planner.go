@@ -226,7 +226,9 @@ func (p *Planner) listLive(ctx context.Context, items []planned) (map[string]*un
 	live := map[string]*unstructured.Unstructured{}
 	for k := range keys {
 		list, err := p.client.Resource(k.gvr).Namespace(k.namespace).List(ctx, metav1.ListOptions{})
-		if apierrors.IsNotFound(err) {
+		// Forbidden: the objects are planned as creations, whose dry-run
+		// answers Forbidden naming each object.
+		if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
 			continue
 		}
 		if err != nil {
@@ -247,20 +249,30 @@ func (p *Planner) listLive(ctx context.Context, items []planned) (map[string]*un
 }
 
 func (p *Planner) existingNamespaces(ctx context.Context, items []planned) (map[string]bool, error) {
-	need := false
+	ns := map[string]bool{}
+	gvr := schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
 	for _, it := range items {
-		need = need || it.namespaced
-	}
-	if !need {
-		return nil, nil
-	}
-	list, err := p.client.Resource(schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("list namespaces: %w", err)
-	}
-	ns := make(map[string]bool, len(list.Items))
-	for _, n := range list.Items {
-		ns[n.GetName()] = true
+		if !it.namespaced {
+			continue
+		}
+		name := it.ref.Namespace
+		if _, done := ns[name]; done {
+			continue
+		}
+		// One GET per namespace: an identity confined to its namespaces
+		// may get them (a RoleBinding of view/edit grants it) but never
+		// list all namespaces.
+		_, err := p.client.Resource(gvr).Get(ctx, name, metav1.GetOptions{})
+		switch {
+		case err == nil, apierrors.IsForbidden(err):
+			// Forbidden: it may exist; the object's own dry-run says what
+			// the identity may not do, naming the object.
+			ns[name] = true
+		case apierrors.IsNotFound(err):
+			ns[name] = false
+		default:
+			return nil, fmt.Errorf("namespace %s: %w", name, err)
+		}
 	}
 	return ns, nil
 }
