@@ -157,6 +157,9 @@ func (l *appLoop) pass(ctx context.Context) time.Duration {
 	log := logr.FromContextOrDiscard(ctx)
 	app, st := l.app, &l.st
 	rev, err := app.Poller.Poll(ctx)
+	if errors.Is(err, source.ErrUnverified) && rev.Commit != "" {
+		return l.refuse(ctx, rev, err)
+	}
 	if err != nil {
 		log.Error(err, "poll failed")
 		l.metrics.reconciled(app.Name, string(outcomePollError), 0)
@@ -229,6 +232,21 @@ func (l *appLoop) syncUnlessSuperseded(ctx context.Context, rev source.Revision,
 		l.report(ctx, rev.Commit, CommitFailure, "superseded by "+short(newer.Commit)+" before it was done")
 		return outcomeSuperseded, nil
 	}
+}
+
+// refuse handles a commit the poller would not check out because no
+// trusted key signed it: a bad commit, reported once and not retried until
+// a new one arrives.
+func (l *appLoop) refuse(ctx context.Context, rev source.Revision, err error) time.Duration {
+	st := &l.st
+	st.failures = 0
+	if rev.Commit != st.failed {
+		st.failed = rev.Commit
+		logr.FromContextOrDiscard(ctx).Error(err, "reconcile failed", "revision", rev.Commit, "outcome", string(outcomeBadCommit))
+		l.metrics.reconciled(l.app.Name, string(outcomeBadCommit), 0)
+		l.report(ctx, rev.Commit, CommitFailure, err.Error())
+	}
+	return l.app.Interval
 }
 
 // nextWait is the poll interval, or less when drift correction is due

@@ -151,6 +151,7 @@ func TestAppLoop(t *testing.T) {
 		return step{commit: commit, after: after, wantWait: wait}
 	}
 	bad := &BadCommitError{Err: errors.New("deploy/app.yaml: line 3: bad indentation")}
+	unsigned := &source.Error{URL: "https://git.example.com/shop.git", Op: "verify signature", Kind: source.ErrUnverified, Detail: "commit c2 is not signed"}
 	for _, tc := range []struct {
 		name  string
 		steps []step
@@ -200,6 +201,13 @@ func TestAppLoop(t *testing.T) {
 		{"a rollout that found the in-place path closed is planned again soon", []step{
 			{commit: "c1", apply: rollouts(inplace.Fallback), wantSync: true, wantReports: []string{"c1 pending"}, wantWait: time.Second},
 			ok("c1"),
+		}},
+		{"a commit no trusted key signed is a bad commit: reported once, never synced", []step{
+			ok("c1"),
+			{commit: "c2", pollErr: unsigned, wantReports: []string{"c2 failure"}, wantWait: interval, wantDesc: "c2 is not signed"},
+			{commit: "c2", pollErr: unsigned, after: interval, wantWait: interval},
+			{commit: "c2", pollErr: unsigned, after: drift, wantWait: interval},
+			ok("c3"),
 		}},
 		{"poll errors back off", []step{
 			{pollErr: errors.New("git host down"), wantWait: time.Second},

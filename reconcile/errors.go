@@ -11,6 +11,7 @@ import (
 
 	"github.com/refit-gitops/refit/apply"
 	"github.com/refit-gitops/refit/diff"
+	"github.com/refit-gitops/refit/source"
 )
 
 // BadCommitError means the commit itself cannot be applied: it does not
@@ -31,7 +32,8 @@ func IsBadCommit(err error) bool {
 	var bad *BadCommitError
 	var obj *diff.ObjectError
 	var val *apply.ValidationError
-	return errors.As(err, &bad) || errors.As(err, &obj) || errors.As(err, &val) || errors.Is(err, apply.ErrEmptyRender)
+	return errors.As(err, &bad) || errors.As(err, &obj) || errors.As(err, &val) || errors.Is(err, apply.ErrEmptyRender) ||
+		errors.Is(err, source.ErrUnverified)
 }
 
 // isTransient finds, anywhere in err's tree, a cause that retrying can cure.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/refit-gitops/refit/apply"
 	"github.com/refit-gitops/refit/diff"
+	"github.com/refit-gitops/refit/source"
 )
 
 func TestIsBadCommit(t *testing.T) {
@@ -29,6 +30,8 @@ func TestIsBadCommit(t *testing.T) {
 		{"network", &diff.ObjectError{Ref: ref, Err: &url.Error{Op: "Patch", URL: "https://x", Err: errors.New("connection refused")}}, false},
 		{"server busy", &diff.ObjectError{Ref: ref, Err: apierrors.NewTooManyRequests("busy", 1)}, false},
 		{"plain error", errors.New("list namespaces: boom"), false},
+		{"commit no trusted key signed", &source.Error{URL: "https://git.example.com/shop.git", Op: "verify signature", Kind: source.ErrUnverified, Detail: "commit c2 is not signed"}, true},
+		{"Git host down", &source.Error{URL: "https://git.example.com/shop.git", Op: "list refs", Kind: source.ErrTransport}, false},
 		{"empty render that would prune everything", fmt.Errorf("app shop: %w, but 3 objects…", apply.ErrEmptyRender), true},
 		{"schema typing (a 500)", &diff.ObjectError{Ref: ref, Err: apierrors.NewInternalError(errors.New("failed to create typed patch object (a/b): .spec.replicas: expected numeric"))}, true},
 		{"etcd timeout (a 500)", &diff.ObjectError{Ref: ref, Err: apierrors.NewInternalError(errors.New("etcdserver: request timed out"))}, false},

@@ -63,6 +63,9 @@ func (p *Poller) fetch(ctx context.Context, tgt target) (Revision, error) {
 		Time:    commit.Author.When,
 		Fetched: true,
 	}
+	if rev.Signer, err = p.verify(commit); err != nil {
+		return rev, err
+	}
 	if rev.Dir, err = p.checkout(repo.Storer, commit, rev); err != nil {
 		return Revision{}, p.fail("checkout", err)
 	}
