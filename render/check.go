@@ -17,13 +17,16 @@ import (
 // filesystem could refuse to read the clone: refusing up front keeps a
 // build off the network. The secure filesystem stays as the second line.
 type checker struct {
+	g           *guard
 	root        string
 	allowRemote bool
 	seen        map[string]bool
+	// openAPI: a kustomization sets openapi (a schema for the build).
+	openAPI bool
 }
 
-func newChecker(root string, allowRemote bool) *checker {
-	return &checker{root: root, allowRemote: allowRemote, seen: map[string]bool{}}
+func newChecker(g *guard) *checker {
+	return &checker{g: g, root: g.root, allowRemote: g.allowRemote, seen: map[string]bool{}}
 }
 
 // check checks the kustomization in dir, if any, and those it loads.
@@ -36,7 +39,7 @@ func (c *checker) check(dir string) error {
 	if name == "" {
 		return nil // kustomize reports a base without a kustomization
 	}
-	data, err := readInRoot(c.root, filepath.Join(dir, name))
+	data, err := c.g.read(filepath.Join(dir, name))
 	if err != nil {
 		return err
 	}
@@ -78,6 +81,9 @@ func (c *checker) checkContent(dir, name string, data []byte) error {
 	}
 	if p := k.OpenAPI["path"]; p != "" {
 		refs[fileRef] = append(refs[fileRef], p)
+	}
+	if len(k.OpenAPI) > 0 {
+		c.openAPI = true
 	}
 	for _, g := range append(generatorArgs(k.ConfigMapGenerator), secretArgs(k.SecretGenerator)...) {
 		refs[keyFileRef] = append(refs[keyFileRef], g.FileSources...)
@@ -121,12 +127,18 @@ func (c *checker) checkRef(dir, file string, kind refKind, ref string) error {
 		}
 	}
 	if isRemote(ref) {
+		l := strings.ToLower(ref)
 		switch {
-		case strings.Contains(strings.ToLower(ref), "file://"):
+		case strings.Contains(l, "file://"):
 			// A "remote" on the local disk would read outside the root.
 			return fmt.Errorf("%s: %q: %w (a file:// clone reads outside the repository)", file, ref, ErrNotAllowed)
 		case !c.allowRemote:
 			return fmt.Errorf("%s: remote %q: %w (set AllowRemoteBases to fetch remote bases)", file, ref, ErrNotAllowed)
+		case !strings.HasPrefix(strings.TrimPrefix(l, "git::"), "https://"):
+			// http:// and git:// can be read and rewritten on the way;
+			// ssh needs keys the build does not have. The github.com/
+			// shorthand is refused too, so the scheme is always written.
+			return fmt.Errorf("%s: remote %q: %w (only https:// remotes, written in full)", file, ref, ErrNotAllowed)
 		}
 		return nil
 	}

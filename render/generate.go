@@ -26,7 +26,7 @@ import (
 //
 // A file that mixes objects with other documents is an error, as is
 // malformed YAML (with its line): skipping either would hide a mistake.
-func generate(root, dir string) ([]byte, error) {
+func generate(g *guard, dir string) ([]byte, error) {
 	var resources []string
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -38,14 +38,14 @@ func generate(root, dir string) ([]byte, error) {
 		hidden := strings.HasPrefix(d.Name(), ".")
 		rel := "./" + filepath.ToSlash(strings.TrimPrefix(p, dir+string(filepath.Separator)))
 		if d.Type()&fs.ModeSymlink != 0 && !hidden {
-			return generateLink(root, p, rel, &resources)
+			return generateLink(g, p, rel, &resources)
 		}
 		switch {
 		case d.IsDir() && hidden:
 			return filepath.SkipDir
 		case d.IsDir():
 			if name := findKustomization(p); name != "" {
-				if !isComponent(root, filepath.Join(p, name)) {
+				if !isComponent(g, filepath.Join(p, name)) {
 					resources = append(resources, rel)
 				}
 				return filepath.SkipDir
@@ -54,7 +54,7 @@ func generate(root, dir string) ([]byte, error) {
 		case hidden || !(strings.HasSuffix(p, ".yaml") || strings.HasSuffix(p, ".yml")):
 			return nil
 		}
-		return addYAML(root, p, rel, &resources)
+		return addYAML(g, p, rel, &resources)
 	})
 	if err != nil {
 		return nil, err
@@ -73,7 +73,8 @@ func generate(root, dir string) ([]byte, error) {
 // is an error; one to a directory counts when the directory has a
 // kustomization (the walk does not descend into linked directories); one
 // to a file counts as that file.
-func generateLink(root, p, rel string, resources *[]string) error {
+func generateLink(g *guard, p, rel string, resources *[]string) error {
+	root := g.root
 	real, err := filepath.EvalSymlinks(p)
 	if err != nil {
 		return fmt.Errorf("%s: %w", relTo(root, p), err)
@@ -86,7 +87,7 @@ func generateLink(root, p, rel string, resources *[]string) error {
 		return err
 	}
 	if fi.IsDir() {
-		if name := findKustomization(real); name != "" && !isComponent(root, filepath.Join(real, name)) {
+		if name := findKustomization(real); name != "" && !isComponent(g, filepath.Join(real, name)) {
 			*resources = append(*resources, rel)
 		}
 		return nil
@@ -94,13 +95,13 @@ func generateLink(root, p, rel string, resources *[]string) error {
 	if strings.HasPrefix(filepath.Base(p), ".") || !(strings.HasSuffix(p, ".yaml") || strings.HasSuffix(p, ".yml")) {
 		return nil
 	}
-	return addYAML(root, p, rel, resources)
+	return addYAML(g, p, rel, resources)
 }
 
-func addYAML(root, p, rel string, resources *[]string) error {
-	ok, err := hasObjects(root, p)
+func addYAML(g *guard, p, rel string, resources *[]string) error {
+	ok, err := hasObjects(g, p)
 	if err != nil {
-		return fmt.Errorf("%s: %w", relTo(root, p), err)
+		return err
 	}
 	if ok {
 		*resources = append(*resources, rel)
@@ -109,10 +110,10 @@ func addYAML(root, p, rel string, resources *[]string) error {
 }
 
 // hasObjects reports whether the YAML file at p holds Kubernetes objects.
-func hasObjects(root, p string) (bool, error) {
-	data, err := readInRoot(root, p)
+func hasObjects(g *guard, p string) (bool, error) {
+	data, err := g.read(p)
 	if err != nil {
-		return false, err
+		return false, err // names the file
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	objects, others := 0, 0
@@ -123,7 +124,7 @@ func hasObjects(root, p string) (bool, error) {
 			break
 		}
 		if err != nil {
-			return false, err // "yaml: line N: …"
+			return false, fmt.Errorf("%s: %w", relTo(g.root, p), err) // "yaml: line N: …"
 		}
 		if len(n.Content) == 0 || n.Content[0].Kind == yaml.ScalarNode && n.Content[0].Tag == "!!null" {
 			continue // an empty document
@@ -141,14 +142,14 @@ func hasObjects(root, p string) (bool, error) {
 			others++
 		}
 		if objects > 0 && others > 0 {
-			return false, fmt.Errorf("document %d (line %d): mixes Kubernetes objects with documents that have no apiVersion and kind", doc, n.Content[0].Line)
+			return false, fmt.Errorf("%s: document %d (line %d): mixes Kubernetes objects with documents that have no apiVersion and kind", relTo(g.root, p), doc, n.Content[0].Line)
 		}
 	}
 	return objects > 0, nil
 }
 
-func isComponent(root, kfile string) bool {
-	data, err := readInRoot(root, kfile)
+func isComponent(g *guard, kfile string) bool {
+	data, err := g.read(kfile)
 	if err != nil {
 		return false
 	}

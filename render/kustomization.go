@@ -10,19 +10,6 @@ import (
 	kyaml "sigs.k8s.io/kustomize/kyaml/yaml"
 )
 
-// readInRoot reads a file after checking that it, links resolved, is
-// inside root: the package's own reads obey the rule kustomize's do.
-func readInRoot(root, p string) ([]byte, error) {
-	real, err := filepath.EvalSymlinks(p)
-	if err != nil {
-		return nil, err
-	}
-	if !within(root, real) {
-		return nil, fmt.Errorf("%s is a symlink to %s: %w", relTo(root, p), real, ErrOutsideRoot)
-	}
-	return os.ReadFile(real)
-}
-
 // findKustomization returns the name of dir's kustomization file, or "".
 func findKustomization(dir string) string {
 	for _, name := range konfig.RecognizedKustomizationFileNames() {
@@ -37,12 +24,13 @@ func findKustomization(dir string) string {
 // (checked, see check.go) or a generated one, with origin annotations
 // turned on so each object's file is known. userOrigin says the
 // kustomization asked for them itself, so they stay in the output.
-func topKustomization(root, dir string, allowRemote bool) (name string, content []byte, userOrigin bool, err error) {
-	c := newChecker(root, allowRemote)
+func topKustomization(g *guard, dir string) (name string, content []byte, userOrigin bool, err error) {
+	c := newChecker(g)
+	root := g.root
 	name = findKustomization(dir)
 	if name == "" {
 		name = konfig.DefaultKustomizationFileName()
-		if content, err = generate(root, dir); err != nil {
+		if content, err = generate(g, dir); err != nil {
 			return "", nil, false, err
 		}
 		if err := c.checkContent(dir, name, content); err != nil {
@@ -52,10 +40,13 @@ func topKustomization(root, dir string, allowRemote bool) (name string, content 
 		if err := c.check(dir); err != nil {
 			return "", nil, false, err
 		}
-		if content, err = readInRoot(root, filepath.Join(dir, name)); err != nil {
+		if content, err = g.read(filepath.Join(dir, name)); err != nil {
 			return "", nil, false, err
 		}
 	}
+	// A build whose kustomizations set openapi changes kustomize's
+	// process-wide schema: it runs alone (see build).
+	g.exclusive = c.openAPI
 	content, userOrigin, err = withOrigin(content)
 	if err != nil {
 		return "", nil, false, fmt.Errorf("%s: %w", relTo(root, filepath.Join(dir, name)), err)

@@ -7,9 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 
 	securefs "github.com/fluxcd/pkg/kustomize/filesys"
+	"golang.org/x/sync/semaphore"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/api/resmap"
@@ -30,12 +30,17 @@ var (
 // when buildMetadata lists originAnnotations.
 const originAnnotation = "config.kubernetes.io/origin"
 
-// buildMu serialises kustomize builds in the process. It is a package
-// variable, against house style, because what it guards is too: kustomize
-// keeps the OpenAPI schema (set by a kustomization's openapi field) in
-// package state of kyaml, and concurrent builds race on it
-// (kubernetes-sigs/kustomize#3659; Flux serialises the same way).
-var buildMu sync.Mutex
+// builds orders kustomize builds in the process. Kustomize keeps the
+// OpenAPI schema (set by a kustomization's openapi field) in package
+// state of kyaml, so a build that sets one must run alone
+// (kubernetes-sigs/kustomize#3659; Flux serialises every build for it).
+// Every other build runs in parallel with the rest: it takes one unit,
+// a schema-setting build takes them all. It is a package variable,
+// against house style, because what it guards is too; a semaphore rather
+// than a mutex so that a render waiting for it can be cancelled.
+var builds = semaphore.NewWeighted(allBuilds)
+
+const allBuilds = 1 << 30
 
 // Options say what to render.
 type Options struct {
@@ -44,8 +49,15 @@ type Options struct {
 	// Path is the directory to build, relative to Root ("" or "." for Root).
 	Path string
 	// AllowRemoteBases lets kustomizations name remote bases and files
-	// (git and https). Off by default: a build then touches no network.
+	// over https. Off by default: a build then touches no network.
 	AllowRemoteBases bool
+	// Limits bound each file the build reads; zero fields take
+	// DefaultLimits.
+	Limits Limits
+
+	// beforeBuild, when set (tests only), runs once the build holds its
+	// share of the build lock, before kustomize starts.
+	beforeBuild func()
 }
 
 // Object is one rendered object and the file it came from.
@@ -66,19 +78,17 @@ func Render(ctx context.Context, opts Options) ([]Object, error) {
 		return nil, err
 	}
 	rel := relTo(root, dir)
-	kfile, content, userOrigin, err := topKustomization(root, dir, opts.AllowRemoteBases)
+	g := &guard{ctx: ctx, root: root, lim: opts.Limits.withDefaults(), allowRemote: opts.AllowRemoteBases}
+	kfile, content, userOrigin, err := topKustomization(g, dir)
 	if err != nil {
 		return nil, fmt.Errorf("render %s: %w", rel, err)
 	}
-	fsys, err := secureFS(root, opts.AllowRemoteBases)
+	disk, err := secureFS(root, opts.AllowRemoteBases)
 	if err != nil {
 		return nil, fmt.Errorf("render %s: %w", rel, err)
 	}
-	mem, err := newOverlayFS(fsys, filepath.Join(dir, kfile), content)
-	if err != nil {
-		return nil, fmt.Errorf("render %s: %w", rel, err)
-	}
-	m, err := build(ctx, mem, dir)
+	fsys := &guardFS{g: g, disk: disk, file: filepath.Join(dir, kfile), content: content}
+	m, err := build(ctx, fsys, dir, opts.beforeBuild)
 	if err != nil {
 		return nil, fmt.Errorf("render %s: %w", rel, err)
 	}
@@ -130,23 +140,57 @@ func secureFS(root string, allowRemote bool) (filesys.FileSystem, error) {
 	return securefs.MakeFsOnDiskSecure(root)
 }
 
-// build runs krusty under the process-wide lock and turns its panics into
-// errors: kustomize panics on some malformed input.
-func build(ctx context.Context, fsys filesys.FileSystem, dir string) (m resmap.ResMap, err error) {
-	buildMu.Lock()
-	defer buildMu.Unlock()
-	if err := ctx.Err(); err != nil {
+// build runs krusty aside and returns when it is done or when ctx ends.
+// Kustomize takes no context: an abandoned build stops at its next file
+// read (the guard checks the context), and its share of the build lock
+// is released only then, so a schema-setting build never overlaps it.
+func build(ctx context.Context, fsys *guardFS, dir string, before func()) (resmap.ResMap, error) {
+	weight := int64(1)
+	if fsys.g.exclusive {
+		weight = allBuilds
+	}
+	if err := builds.Acquire(ctx, weight); err != nil {
 		return nil, err
 	}
+	type result struct {
+		m   resmap.ResMap
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		defer builds.Release(weight)
+		if before != nil {
+			before()
+		}
+		m, err := run(fsys, dir)
+		done <- result{m, err}
+	}()
+	select {
+	case r := <-done:
+		return r.m, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// run runs krusty and turns its panics into errors: kustomize panics on
+// some malformed input. A refusal of the guard is the error, whatever
+// kustomize made of it.
+func run(fsys *guardFS, dir string) (m resmap.ResMap, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			m, err = nil, fmt.Errorf("kustomize panicked: %v", r)
 		}
+		if fsys.g.refused != nil {
+			m, err = nil, fsys.g.refused
+		}
 	}()
-	// Each build starts from the built-in schema and leaves no schema
-	// behind, so a kustomization's openapi field cannot leak into the next.
-	openapi.ResetOpenAPI()
-	defer openapi.ResetOpenAPI()
+	if fsys.g.exclusive {
+		// Each such build starts from the built-in schema and leaves no
+		// schema behind, so its openapi field cannot leak into the next.
+		openapi.ResetOpenAPI()
+		defer openapi.ResetOpenAPI()
+	}
 	k := krusty.MakeKustomizer(&krusty.Options{
 		// "unspecified" means the legacy order unless the kustomization
 		// sets sortOptions: what kustomize build does by default.
@@ -154,6 +198,7 @@ func build(ctx context.Context, fsys filesys.FileSystem, dir string) (m resmap.R
 		LoadRestrictions: types.LoadRestrictionsRootOnly,
 		PluginConfig:     types.DisabledPluginConfig(),
 	})
+	fsys.g.building = true
 	m, err = k.Run(fsys, dir)
 	if err != nil {
 		return nil, explain(err)
