@@ -232,12 +232,16 @@ func (r *run) record(o ObjectResult) {
 //     would delete what the app applied before (ErrEmptyRender);
 //  1. every object the plan could not dry-run is dry-run now, unless its
 //     Namespace or CRD comes with the plan; any failure stops everything;
-//  2. CRDs and Namespaces are applied and waited for;
-//  3. the objects that needed them are dry-run; a failure deletes the
-//     definitions step 2 created and stops;
-//  4. Roles and ClusterRoles are applied, then the bindings of the ones this
-//     plan creates are dry-run; a failure deletes what steps 2 and 4 created;
-//  5. everything else is applied with server-side apply, kind by kind;
+//  2. the CRDs and Namespaces this plan creates for objects that could not
+//     be dry-run without them are applied and waited for;
+//  3. those objects are dry-run; a failure deletes what step 2 created and
+//     stops;
+//  4. the Roles and ClusterRoles this plan creates for bindings that name
+//     them are applied, then those bindings are dry-run; a failure deletes
+//     what steps 2 and 4 created;
+//  5. everything is validated: the other definitions (waited for), the
+//     other roles, then everything else are applied with server-side
+//     apply, kind by kind;
 //  6. objects that left Git are pruned, in reverse order;
 //  7. the inventory is updated;
 //  8. with Options.Wait, Apply waits until everything in Git is healthy.
@@ -271,20 +275,35 @@ func (a *Applier) Apply(ctx context.Context, plan *diff.Plan, opts Options) (*Re
 	if err := r.validate(ctx, w.earlyValidation()); err != nil {
 		return &r.result, err
 	}
-	if err := r.writeStage(ctx, w.stages[stageDefinitions]); err != nil {
+	// Only what the remaining validation needs is written before it, and
+	// deleted again if it fails; the rest of the definitions and roles
+	// wait until everything is validated.
+	defs, laterDefs := needed(w.stages[stageDefinitions], w.deferredValidation())
+	roles, laterRoles := needed(w.stages[stageRoles], w.afterRolesValidation())
+	if err := r.writeStage(ctx, defs); err != nil {
 		return &r.result, r.saveAfterFailure(ctx, owned, err)
 	}
-	if err := r.waitDefinitions(ctx, w); err != nil {
+	if err := r.waitDefinitions(ctx, defs, w); err != nil {
 		return &r.result, r.saveAfterFailure(ctx, owned, err)
 	}
 	if err := r.validate(ctx, w.deferredValidation()); err != nil {
-		return &r.result, r.rollBack(ctx, err, w.stages[stageDefinitions])
+		return &r.result, r.rollBack(ctx, err, defs)
 	}
-	if err := r.writeStage(ctx, w.stages[stageRoles]); err != nil {
+	if err := r.writeStage(ctx, roles); err != nil {
 		return &r.result, r.saveAfterFailure(ctx, owned, err)
 	}
 	if err := r.validate(ctx, w.afterRolesValidation()); err != nil {
-		return &r.result, r.rollBack(ctx, err, append(slices.Clone(w.stages[stageDefinitions]), w.stages[stageRoles]...))
+		return &r.result, r.rollBack(ctx, err, append(slices.Clone(defs), roles...))
+	}
+	// Everything is validated: from here on, a failure is the cluster's.
+	if err := r.writeStage(ctx, laterDefs); err != nil {
+		return &r.result, r.saveAfterFailure(ctx, owned, err)
+	}
+	if err := r.waitDefinitions(ctx, laterDefs, w); err != nil {
+		return &r.result, r.saveAfterFailure(ctx, owned, err)
+	}
+	if err := r.writeStage(ctx, laterRoles); err != nil {
+		return &r.result, r.saveAfterFailure(ctx, owned, err)
 	}
 	if err := r.writeStage(ctx, w.stages[stageResources]); err != nil {
 		return &r.result, r.saveAfterFailure(ctx, owned, err)

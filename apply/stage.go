@@ -1,6 +1,7 @@
 package apply
 
 import (
+	"slices"
 	"sort"
 
 	"github.com/fluxcd/pkg/ssa"
@@ -223,4 +224,39 @@ func deletionWaves(changes []*diff.Change) [][]*diff.Change {
 		i = j
 	}
 	return out
+}
+
+// needed splits definitions (or roles) into those that must be written
+// before the objects that depend on them can be validated (created by this
+// plan, and some object to validate lives in them, is of their kind or
+// binds them) and the rest, which are written only once everything is
+// validated: a refused commit then leaves them as they were. What is
+// written early is deleted again if a dependent is refused.
+func needed(items []*item, dependents []*item) (early, late []*item) {
+	for _, it := range items {
+		if it.change.Action == diff.Create && slices.ContainsFunc(dependents, func(d *item) bool { return dependsOn(d, it) }) {
+			early = append(early, it)
+		} else {
+			late = append(late, it)
+		}
+	}
+	return early, late
+}
+
+// dependsOn reports whether d can be validated only once def exists: d is
+// in the Namespace def, of the kind the CRD def defines, or binds the role
+// def.
+func dependsOn(d, def *item) bool {
+	ref := def.change.Ref
+	switch gk := ref.GroupKind(); {
+	case isNamespace(gk):
+		return d.change.Ref.Namespace == ref.Name
+	case isCRD(gk):
+		group, _, _ := unstructured.NestedString(def.obj.Object, "spec", "group")
+		kind, _, _ := unstructured.NestedString(def.obj.Object, "spec", "names", "kind")
+		return d.change.Ref.GroupKind() == schema.GroupKind{Group: group, Kind: kind}
+	case isRole(gk):
+		return bindsNewRole(d.change, map[string]bool{roleKey(ref.Kind, ref.Namespace, ref.Name): true})
+	}
+	return false
 }

@@ -177,7 +177,8 @@ func TestNewNamespacesWithPods(t *testing.T) {
 		change(obj("v1", "Pod", "known", "p3"), diff.Create, true),
 		change(obj("v1", "ConfigMap", "fresh", "c"), diff.Create, false),
 	}}
-	if d := cmp.Diff([]string{"fresh"}, newNamespacesWithPods(sortPlan(plan, DefaultOptions()))); d != "" {
+	w := sortPlan(plan, DefaultOptions())
+	if d := cmp.Diff([]string{"fresh"}, newNamespacesWithPods(w.stages[stageDefinitions], w)); d != "" {
 		t.Errorf("(-want +got):\n%s", d)
 	}
 }
@@ -224,5 +225,55 @@ func TestSortPlanRoles(t *testing.T) {
 	}
 	if len(early) != 0 {
 		t.Errorf("validated before any write: %v, want none (the others were dry-run by the plan)", early)
+	}
+}
+
+// Only the definitions and roles that the remaining validation needs are
+// written before it: a Namespace or CRD this plan creates and that holds
+// or defines an object to validate, a Role a binding to validate names.
+// Changes to existing ones, and new ones nothing waits for, are written
+// once everything is validated, so a refused commit leaves them alone.
+func TestNeededBeforeValidation(t *testing.T) {
+	binding := obj("rbac.authorization.k8s.io/v1", "RoleBinding", "known", "web")
+	binding.Object["roleRef"] = map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "web"}
+	labelled := obj("v1", "Namespace", "", "known")
+	labelled.SetLabels(map[string]string{"pod-security.kubernetes.io/enforce": "restricted"})
+	changedCRD := crd("example.org", "Gadget")
+	changedCRD.SetName("gadgets.example.org")
+	plan := &diff.Plan{Changes: []diff.Change{
+		change(obj("v1", "Namespace", "", "fresh"), diff.Create, false),
+		change(obj("v1", "Namespace", "", "empty"), diff.Create, false),
+		change(labelled, diff.Update, true),
+		change(crd("example.com", "Thing"), diff.Create, true),
+		change(changedCRD, diff.Update, true),
+		change(obj("v1", "ConfigMap", "fresh", "c"), diff.Create, false),
+		change(obj("example.com/v1", "Thing", "known", "t"), diff.Create, false),
+		change(obj("example.org/v1", "Gadget", "known", "g"), diff.Update, true),
+		change(obj("rbac.authorization.k8s.io/v1", "Role", "known", "web"), diff.Create, true),
+		change(obj("rbac.authorization.k8s.io/v1", "Role", "known", "unbound"), diff.Create, true),
+		change(obj("rbac.authorization.k8s.io/v1", "Role", "known", "changed"), diff.Update, true),
+		change(binding, diff.Create, false),
+	}}
+	w := sortPlan(plan, DefaultOptions())
+	names := func(items []*item) []string {
+		var out []string
+		for _, it := range items {
+			out = append(out, it.change.Ref.Kind+"/"+it.change.Ref.Name)
+		}
+		return out
+	}
+	early, late := needed(w.stages[stageDefinitions], w.deferredValidation())
+	if d := cmp.Diff([]string{"CustomResourceDefinition/things.example.com", "Namespace/fresh"}, names(early)); d != "" {
+		t.Errorf("definitions written before validation (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff([]string{"CustomResourceDefinition/gadgets.example.org", "Namespace/empty", "Namespace/known"}, names(late)); d != "" {
+		t.Errorf("definitions written after validation (-want +got):\n%s", d)
+	}
+	early, late = needed(w.stages[stageRoles], w.afterRolesValidation())
+	if d := cmp.Diff([]string{"Role/web"}, names(early)); d != "" {
+		t.Errorf("roles written before validation (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff([]string{"Role/changed", "Role/unbound"}, names(late)); d != "" {
+		t.Errorf("roles written after validation (-want +got):\n%s", d)
 	}
 }

@@ -91,10 +91,9 @@ func (r *run) remove(ctx context.Context, it *item) error {
 	return nil
 }
 
-// waitDefinitions waits until the CRDs written are established (and the
-// Namespaces active), so that the next stage can use them.
-func (r *run) waitDefinitions(ctx context.Context, w *work) error {
-	defs := w.stages[stageDefinitions]
+// waitDefinitions waits until the CRDs and Namespaces defs are established
+// (active), so that what depends on them can be validated and written.
+func (r *run) waitDefinitions(ctx context.Context, defs []*item, w *work) error {
 	if len(defs) == 0 {
 		return nil
 	}
@@ -108,7 +107,7 @@ func (r *run) waitDefinitions(ctx context.Context, w *work) error {
 	}
 	// The ServiceAccount admission plugin refuses a Pod, even in a dry-run,
 	// until the controller has made its namespace's default ServiceAccount.
-	for _, ns := range newNamespacesWithPods(w) {
+	for _, ns := range newNamespacesWithPods(defs, w) {
 		sa := &corev1.ServiceAccount{}
 		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, r.opts.Timeout, true, func(ctx context.Context) (bool, error) {
 			err := r.a.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "default"}, sa)
@@ -121,11 +120,11 @@ func (r *run) waitDefinitions(ctx context.Context, w *work) error {
 	return nil
 }
 
-// newNamespacesWithPods are the namespaces this plan creates and puts bare
-// Pods in.
-func newNamespacesWithPods(w *work) []string {
+// newNamespacesWithPods are the namespaces of defs this plan creates and
+// puts bare Pods in.
+func newNamespacesWithPods(defs []*item, w *work) []string {
 	created := map[string]bool{}
-	for _, it := range w.stages[stageDefinitions] {
+	for _, it := range defs {
 		if isNamespace(it.change.Ref.GroupKind()) && it.change.Action == diff.Create {
 			created[it.change.Ref.Name] = true
 		}

@@ -204,3 +204,41 @@ func TestOwnershipCLI(t *testing.T) {
 		t.Errorf("an empty render pruned folder y's ConfigMap")
 	}
 }
+
+// A refused commit changes no definition it did not need to validate the
+// rest: the label it adds to an existing Namespace and a new Namespace
+// nothing of the commit lives in are never written; the new Namespace the
+// refused object lives in was created to validate it and is deleted again.
+func TestOwnershipRefusedCommitLeavesDefinitions(t *testing.T) {
+	ns := namespace(t)
+	extra, spare := ns+"-extra", ns+"-spare"
+	cleanupCluster(t, nsRef(extra), nsRef(spare))
+	a := newApplier(t)
+	objs := parseFile(t, "namespaces.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: "+ns+", labels: {team: shop}}\n---\n"+
+		"apiVersion: v1\nkind: Namespace\nmetadata: {name: "+extra+"}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: "+spare+"}")
+	objs = append(objs, parseFile(t, "broken.yaml", `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: broken, namespace: `+extra+`}
+spec:
+  selector: {matchLabels: {app: a}}
+  template:
+    metadata: {labels: {app: b}}
+    spec: {containers: [{name: main, image: "nginx:1.27"}]}`)...)
+	_, err := a.Apply(context.Background(), planApp(t, a, ns, ns, objs), applyOptions(ns))
+	var verr *apply.ValidationError
+	if !errors.As(err, &verr) || !strings.Contains(err.Error(), "broken.yaml") {
+		t.Fatalf("apply: %v, want a validation error naming broken.yaml", err)
+	}
+	if len(verr.Kept) > 0 {
+		t.Errorf("left changed: %v", refString(verr.Kept))
+	}
+	if live := getObject(t, nsRef(ns)); live == nil || live.GetLabels()["team"] != "" {
+		t.Errorf("Namespace %s labelled by a refused commit: %v", ns, live.GetLabels())
+	}
+	if getObject(t, nsRef(spare)) != nil {
+		t.Errorf("Namespace %s created by a refused commit", spare)
+	}
+	if !goneOrGoing(t, nsRef(extra)) {
+		t.Errorf("Namespace %s, created to validate the refused object, is still there", extra)
+	}
+}
