@@ -378,6 +378,21 @@ func (r *run) checkOwnership(plan *diff.Plan, w *work) error {
 	return emptyRender(r.opts, len(w.desired), len(w.prunes))
 }
 
+// EmptyRender returns the error Apply stops with, before any write, when
+// plan holds no object from Git and pruning with opts would delete what
+// the app applied before; nil otherwise. A plan uses it to say so too.
+func EmptyRender(plan *diff.Plan, opts Options) error {
+	var desired, prunes int
+	for _, c := range plan.Changes {
+		if c.Action == diff.Delete {
+			prunes++
+		} else {
+			desired++
+		}
+	}
+	return emptyRender(opts, desired, prunes)
+}
+
 // ErrEmptyRender: the commit renders no object, and pruning would delete
 // everything the app applied before.
 var ErrEmptyRender = errors.New("the render is empty")

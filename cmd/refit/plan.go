@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/refit-gitops/refit/apply"
 	"github.com/refit-gitops/refit/diff"
 	"github.com/refit-gitops/refit/reconcile"
 	"github.com/refit-gitops/refit/source"
@@ -57,6 +58,16 @@ func (f *planFlags) run(ctx context.Context, out io.Writer) error {
 	}
 	plan, rev, err := f.plan(ctx)
 	if err != nil {
+		return err
+	}
+	// The apply this previews would stop: so does the plan.
+	app, err := f.appName()
+	if err != nil {
+		return err
+	}
+	ao := apply.DefaultOptions()
+	ao.App, ao.Prune = app, f.prune
+	if err := apply.EmptyRender(plan, ao); err != nil {
 		return err
 	}
 	plan, kept := previewed(plan, f.prune)

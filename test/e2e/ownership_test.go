@@ -196,6 +196,10 @@ func TestOwnershipCLI(t *testing.T) {
 
 	// Folder y renders nothing now: with --prune, nothing is deleted.
 	writeManifests(t, y, "# everything moved away\n")
+	out, code = runRefitCLI(t, ns, "plan", "--dir", y, "--prune")
+	if code != 1 || !strings.Contains(out, "the render is empty") {
+		t.Errorf("plan --prune of an empty render: exit %d, want 1 saying the render is empty\n%s", code, out)
+	}
 	out, code = runRefitCLI(t, ns, "apply", "--dir", y, "--prune")
 	if code != 1 || !strings.Contains(out, "the render is empty") {
 		t.Errorf("apply --prune of an empty render: exit %d, want 1 saying the render is empty\n%s", code, out)
