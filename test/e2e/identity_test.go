@@ -100,6 +100,7 @@ func TestIdentity(t *testing.T) {
 	team, other := namespace(t), namespace(t)
 	user := tenant(t, team)
 
+	t.Run("locked-down-install-grants-refit-only-impersonate", testLockedDownInstall)
 	t.Run("service-acts-as-the-app-serviceaccount", func(t *testing.T) { testIdentityService(t, other) })
 
 	dir := t.TempDir()
@@ -304,4 +305,53 @@ func impersonatorKubeconfig(t *testing.T, ns string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// testLockedDownInstall checks what deploy/locked-down gives refit's own
+// ServiceAccount: cluster-wide only impersonate on serviceaccounts (the
+// role the service case runs with), a Role in refit-system only, and a
+// Deployment that makes every app act as a ServiceAccount of its own.
+func testLockedDownInstall(t *testing.T) {
+	manifests, err := kubectl(nil, "kustomize", filepath.Join(deployDir, "locked-down"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clusterGrants, namespaced []string
+	sawDefaultSA := false
+	for _, doc := range strings.Split(manifests, "\n---\n") {
+		var obj struct {
+			Kind     string
+			Metadata struct{ Name, Namespace string }
+			Rules    []rbacv1.PolicyRule
+			RoleRef  rbacv1.RoleRef `json:"roleRef"`
+			Spec     struct {
+				Template struct {
+					Spec corev1.PodSpec
+				}
+			}
+		}
+		if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
+			t.Fatal(err)
+		}
+		switch obj.Kind {
+		case "ClusterRoleBinding":
+			clusterGrants = append(clusterGrants, obj.RoleRef.Name)
+		case "RoleBinding":
+			namespaced = append(namespaced, obj.Metadata.Namespace+"/"+obj.RoleRef.Name)
+		case "ClusterRole":
+			if obj.Metadata.Name == "refit-impersonate" && fmt.Sprint(obj.Rules) != fmt.Sprint([]rbacv1.PolicyRule{{Verbs: []string{"impersonate"}, APIGroups: []string{""}, Resources: []string{"serviceaccounts"}}}) {
+				t.Errorf("ClusterRole refit-impersonate: %v; want impersonate on serviceaccounts only", obj.Rules)
+			}
+		case "Deployment":
+			for _, arg := range obj.Spec.Template.Spec.Containers[0].Args {
+				sawDefaultSA = sawDefaultSA || arg == "--default-service-account=refit-deployer"
+			}
+		}
+	}
+	if fmt.Sprint(clusterGrants) != "[refit-impersonate]" || fmt.Sprint(namespaced) != "[refit-system/refit]" {
+		t.Errorf("locked-down bindings: cluster %v, namespaced %v; want [refit-impersonate] and [refit-system/refit]", clusterGrants, namespaced)
+	}
+	if !sawDefaultSA {
+		t.Errorf("locked-down Deployment: want --default-service-account=refit-deployer")
+	}
 }
