@@ -152,14 +152,22 @@ func (a *Applier) otherInventories(ctx context.Context, app string) owners {
 		list = &corev1.ConfigMapList{}
 		err = a.client.List(ctx, list, client.InNamespace(a.inventoryNamespace), client.HasLabels{InventoryLabel})
 	}
-	o := owners{others: map[diff.Ref]string{}}
 	if err != nil {
-		o.unreadable = append(o.unreadable, fmt.Sprintf("inventories in %s: %v", a.inventoryNamespace, err))
-		return o
+		return owners{others: map[diff.Ref]string{}, unreadable: []string{fmt.Sprintf("inventories in %s: %v", a.inventoryNamespace, err)}}
 	}
-	for i := range list.Items {
-		cm := &list.Items[i]
-		if cm.Namespace == a.inventoryNamespace && cm.Name == InventoryName(app) {
+	return ownersFrom(list.Items, a.inventoryNamespace, app)
+}
+
+// ownersFrom reads the inventories of apps other than app. An inventory
+// outside ns (that of an app confined to its namespace, or a ConfigMap
+// anyone who may write that namespace made) is trusted only for objects in
+// its own namespace: whoever can write a namespace cannot, by writing a
+// ConfigMap there, stop other apps from applying objects elsewhere.
+func ownersFrom(inventories []corev1.ConfigMap, ns, app string) owners {
+	o := owners{others: map[diff.Ref]string{}}
+	for i := range inventories {
+		cm := &inventories[i]
+		if cm.Namespace == ns && cm.Name == InventoryName(app) {
 			continue
 		}
 		other := cm.Data[inventoryApp]
@@ -167,7 +175,8 @@ func (a *Applier) otherInventories(ctx context.Context, app string) owners {
 			o.unreadable = append(o.unreadable, fmt.Sprintf("%s/%s: names app %q", cm.Namespace, cm.Name, other))
 			continue
 		}
-		if cm.Namespace != a.inventoryNamespace {
+		local := cm.Namespace != ns
+		if local {
 			other += " (inventory " + cm.Namespace + "/" + cm.Name + ")"
 		}
 		refs, err := decodeInventory(cm.Data[inventoryKey])
@@ -176,6 +185,9 @@ func (a *Applier) otherInventories(ctx context.Context, app string) owners {
 			continue
 		}
 		for _, r := range refs {
+			if local && r.Namespace != cm.Namespace {
+				continue
+			}
 			o.others[unversioned(r)] = other
 		}
 	}

@@ -164,3 +164,30 @@ func TestMemoryEncoding(t *testing.T) {
 		t.Errorf("reason kept at %d bytes, want at most %d", n, maxReason)
 	}
 }
+
+func TestOwnersFrom(t *testing.T) {
+	inv := func(ns, app, entries string) corev1.ConfigMap {
+		return corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: InventoryName(app), Labels: map[string]string{InventoryLabel: "true"}},
+			Data: map[string]string{inventoryApp: app, inventoryKey: entries}}
+	}
+	forged := inv("team-a", "x", "")
+	forged.Name = InventoryName("other-name")
+	o := ownersFrom([]corev1.ConfigMap{
+		inv("refit-system", "shop", "v1 ConfigMap shop mine\n"),
+		inv("refit-system", "billing", "v1 ConfigMap shop invoices\nv1 Namespace _ billing\n"),
+		inv("team-a", "web", "v1 ConfigMap team-a web\nv1 ConfigMap shop mine\nrbac.authorization.k8s.io/v1 ClusterRole _ admin\n"),
+		inv("refit-system", "broken", "not an inventory\n"),
+		forged,
+	}, "refit-system", "shop")
+	want := map[diff.Ref]string{
+		{Kind: "ConfigMap", Namespace: "shop", Name: "invoices"}: "billing",
+		{Kind: "Namespace", Name: "billing"}:                     "billing",
+		{Kind: "ConfigMap", Namespace: "team-a", Name: "web"}:    "web (inventory team-a/refit-inventory-web)",
+	}
+	if d := cmp.Diff(want, o.others); d != "" {
+		t.Errorf("others (-want +got):\n%s", d)
+	}
+	if len(o.unreadable) != 2 || !strings.Contains(o.unreadable[0], "refit-inventory-broken") || !strings.Contains(o.unreadable[1], `names app "x"`) {
+		t.Errorf("unreadable: %q, want the corrupt one and the one named for another app", o.unreadable)
+	}
+}
