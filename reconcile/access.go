@@ -93,8 +93,8 @@ func (a *accessCheck) check(ctx context.Context, desired []diff.Desired, namespa
 	for _, t := range denied {
 		errs = append(errs, &diff.ObjectError{Ref: t.ref, Source: t.desired.Source, Err: forbidden(a.user, t.attr)})
 	}
-	return &BadCommitError{Err: fmt.Errorf("commit refused, nothing applied: %d of its objects are beyond what %s may write:\n%w",
-		len(denied), a.user, errors.Join(errs...))}
+	return &BadCommitError{Err: fmt.Errorf("commit refused, nothing applied: %s may not write %d of its objects:\n%w",
+		a.user, len(denied), errors.Join(errs...))}
 }
 
 // forbidden says what the identity may not do, in the API server's words.

@@ -635,8 +635,10 @@ func testDeployCLIAsServiceAccount(t *testing.T) {
 // refit-secrets is bound in the namespace, and applied after.
 func testDeploySecretsOptIn(t *testing.T, ns string, apply func(step string) (string, int)) {
 	t.Helper()
-	if out, code := apply("secret without refit-secrets"); code == 0 || !strings.Contains(out, `cannot list resource "secrets"`) {
-		t.Fatalf("a Secret in Git without refit-secrets bound: exit %d, want a refusal to list secrets\n%s", code, out)
+	// The CLI runs as refit's ServiceAccount (impersonated): refit's access
+	// check refuses the commit before the planner lists Secrets.
+	if out, code := apply("secret without refit-secrets"); code == 0 || !strings.Contains(out, "may not patch secrets in namespace "+ns) {
+		t.Fatalf("a Secret in Git without refit-secrets bound: exit %d, want the commit refused, naming the Secret\n%s", code, out)
 	}
 	assertAbsent(t, "secrets", ns, "web-credentials")
 
