@@ -1,6 +1,18 @@
 package main
 
-import "testing"
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/refit-gitops/refit/config"
+	"github.com/refit-gitops/refit/reconcile"
+)
 
 func TestPathScrubber(t *testing.T) {
 	p := newPathScrubber("/var/cache/refit/sources/")
@@ -26,3 +38,54 @@ func TestPathScrubber(t *testing.T) {
 }
 
 const sha40 = "0123456789abcdef0123456789abcdef01234567"
+
+// TestStatusReporterKeepsSecretsAndPathsOut wires an app's reporter as
+// refit run does and sends a description holding the app's Git password,
+// a clone URL with a token and a checkout path: the host receives none of
+// them.
+func TestStatusReporterKeepsSecretsAndPathsOut(t *testing.T) {
+	const gitPassword, statusToken = "git-pass-0123456789", "status-token-0123456789"
+	var got []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		got = append(got, string(body))
+		w.WriteHeader(http.StatusCreated)
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	file := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cache := filepath.Join(dir, "cache")
+	w := &appWiring{cacheDir: cache}
+	app := config.App{
+		Name: "shop",
+		Source: config.Source{URL: srv.URL + "/acme/shop.git",
+			UsernameFile: file("user", "refit"), PasswordFile: file("pass", gitPassword)},
+		Status: &config.Status{Provider: "gitea", TokenFile: file("token", statusToken)},
+	}
+	rep, err := w.statusReporter(context.Background(), app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc := "render: " + cache + "/0123456789abcdef/" + sha40 + "/deploy/app.yaml: line 3: bad; fetch https://refit:" + gitPassword +
+		"@git.example.com/acme/shop.git failed; token " + statusToken
+	if err := rep.Report(context.Background(), sha40, reconcile.CommitFailure, desc); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 {
+		t.Fatalf("host received %d statuses, want 1", len(got))
+	}
+	for _, secret := range []string{gitPassword, statusToken, cache, dir} {
+		if strings.Contains(got[0], secret) {
+			t.Errorf("status sent carries %q: %s", secret, got[0])
+		}
+	}
+	if !strings.Contains(got[0], "render: deploy/app.yaml: line 3") {
+		t.Errorf("status sent = %s, want the file named relative to the repository", got[0])
+	}
+}
