@@ -73,7 +73,7 @@ func TestStatusReporterKeepsSecretsAndPathsOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	desc := "render: " + cache + "/0123456789abcdef/" + sha40 + "/deploy/app.yaml: line 3: bad; fetch https://refit:" + gitPassword +
-		"@git.example.com/acme/shop.git failed; token " + statusToken
+		"@git.example.com/acme/shop.git failed; token " + statusToken + "; a helper echoed " + gitPassword
 	if err := rep.Report(context.Background(), sha40, reconcile.CommitFailure, desc); err != nil {
 		t.Fatal(err)
 	}
