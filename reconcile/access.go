@@ -40,6 +40,8 @@ type reviewer interface {
 
 type selfReviews struct{ client kubernetes.Interface }
 
+var _ reviewer = selfReviews{}
+
 func (s selfReviews) allowed(ctx context.Context, attr authorizationv1.ResourceAttributes) (bool, string, error) {
 	review := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &attr}}
 	out, err := s.client.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})

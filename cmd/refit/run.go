@@ -112,7 +112,7 @@ func (f *runFlags) run(ctx context.Context, stderr io.Writer) error {
 	if err := checkServiceAccountName(f.defaultSA); err != nil {
 		return fmt.Errorf("--default-service-account: %w", err)
 	}
-	ids := &identities{ctx: ctx, base: r, cfg: cfg, defaultSA: f.defaultSA}
+	ids := &identities{base: r, cfg: cfg, defaultSA: f.defaultSA}
 	defer ids.stop()
 	wiring := &appWiring{client: client, secretsNS: homeNS, cacheDir: f.src.cacheDir, grace: f.grace, flags: &f.src, ids: ids}
 	built, err := wiring.build(ctx, apps)

@@ -24,7 +24,6 @@ import (
 // request of its apps as that identity, records their Events as it, and
 // keeps their inventories in their namespace, where it may write them.
 type identities struct {
-	ctx  context.Context
 	base *reconcile.Reconciler
 	// cfg is refit's own connection (with --as, already an identity).
 	cfg       *rest.Config
@@ -62,7 +61,8 @@ func checkServiceAccountName(name string) error {
 }
 
 // reconciler is the Reconciler app runs with, or nil for refit's own.
-func (ids *identities) reconciler(a config.App) (*reconcile.Reconciler, error) {
+// Its Event recorder runs until ctx ends (or stop).
+func (ids *identities) reconciler(ctx context.Context, a config.App) (*reconcile.Reconciler, error) {
 	sa := serviceAccountOf(a, ids.defaultSA)
 	if err := checkServiceAccountName(sa); err != nil {
 		return nil, err
@@ -74,12 +74,12 @@ func (ids *identities) reconciler(a config.App) (*reconcile.Reconciler, error) {
 	if cfg.Impersonate.UserName == "" {
 		return nil, nil
 	}
-	logr.FromContextOrDiscard(ids.ctx).Info("app acts as its own identity", "app", a.Name, "identity", cfg.Impersonate.UserName)
+	logr.FromContextOrDiscard(ctx).Info("app acts as its own identity", "app", a.Name, "identity", cfg.Impersonate.UserName)
 	key := identityKey{user: cfg.Impersonate.UserName, namespace: a.Namespace}
 	if rec := ids.built[key]; rec != nil {
 		return rec, nil
 	}
-	events, stop, err := eventRecorder(ids.ctx, cfg)
+	events, stop, err := eventRecorder(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}

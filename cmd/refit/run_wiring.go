@@ -50,7 +50,7 @@ func (w *appWiring) build(ctx context.Context, apps []config.App) (*wired, error
 			return nil, fmt.Errorf("app %s: %w", a.Name, err)
 		}
 		if w.ids != nil {
-			rec, err := w.ids.reconciler(a)
+			rec, err := w.ids.reconciler(ctx, a)
 			if err != nil {
 				return nil, fmt.Errorf("app %s: %w", a.Name, err)
 			}
