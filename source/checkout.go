@@ -47,6 +47,10 @@ func (p *Poller) fetch(ctx context.Context, tgt target) (Revision, error) {
 	}
 	defer os.RemoveAll(gitDir)
 	repo, err := p.fetchRepo(ctx, tgt, gitDir, p.checkoutLimits())
+	if errors.Is(err, ErrTreeRefused) {
+		// The commit's fault, like an unverified one: say which commit.
+		return Revision{URL: p.ep.safe, Ref: tgt.name.String(), Commit: tgt.commit.String(), Fetched: true}, p.fail("fetch", err)
+	}
 	if err != nil {
 		return Revision{}, p.fail("fetch", err)
 	}
@@ -67,6 +71,9 @@ func (p *Poller) fetch(ctx context.Context, tgt target) (Revision, error) {
 		return rev, err
 	}
 	if rev.Dir, err = p.checkout(repo.Storer, commit, rev); err != nil {
+		if errors.Is(err, ErrTreeRefused) {
+			return rev, p.fail("checkout", err) // without Dir, as for ErrUnverified
+		}
 		return Revision{}, p.fail("checkout", err)
 	}
 	return rev, nil
