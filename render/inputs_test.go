@@ -152,6 +152,16 @@ func TestAliasBomb(t *testing.T) {
 			}
 		})
 	}
+	t.Run("self-referencing anchor", func(t *testing.T) {
+		// kyaml's DeAnchor recursed on this until "fatal error: stack
+		// overflow" killed the process: no recover can catch that.
+		root := t.TempDir()
+		writeTree(t, root, map[string]string{"kustomization.yaml": "resources:\n- cm.yaml\n", "cm.yaml": cm + "data: &a {k: *a}\n"})
+		_, err := renderWithin(t, 10*time.Second, render.Options{Root: root})
+		if !errors.Is(err, render.ErrTooLarge) || !strings.Contains(err.Error(), "cm.yaml: document 1: an anchor refers to itself") {
+			t.Fatalf("err = %v, want a refusal naming cm.yaml", err)
+		}
+	})
 	t.Run("aliases within the limit", func(t *testing.T) {
 		root := t.TempDir()
 		writeTree(t, root, map[string]string{"cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  labels: &l {app: x}\n  annotations: *l\n"})
