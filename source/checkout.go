@@ -1,7 +1,6 @@
 package source
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -54,6 +53,7 @@ func (p *Poller) fetch(ctx context.Context, tgt target) (Revision, error) {
 	if err != nil {
 		return Revision{}, p.fail("fetch", err)
 	}
+	defer repo.Storer.(io.Closer).Close()
 	commit, err := fetchedCommit(repo, tgt, p.opts.Ref.Commit != "")
 	if err != nil {
 		return Revision{}, p.fail("fetch", err)
@@ -88,7 +88,9 @@ func (p *Poller) fetch(ctx context.Context, tgt target) (Revision, error) {
 func (p *Poller) fetchRepo(ctx context.Context, tgt target, gitDir string, lim CheckoutLimits) (*git.Repository, error) {
 	st := guardedStorage{
 		Storage: filesystem.NewStorageWithOptions(osfs.New(gitDir), cache.NewObjectLRUDefault(),
-			filesystem.Options{ExclusiveAccess: true, LargeObjectThreshold: largeObject}),
+			// KeepDescriptors: one open pack for the whole checkout, not
+			// one open and buffer per object read (fetch closes it).
+			filesystem.Options{ExclusiveAccess: true, KeepDescriptors: true, LargeObjectThreshold: largeObject}),
 		dir:       gitDir,
 		maxObject: lim.withDefaults().MaxFileBytes,
 	}
@@ -234,8 +236,9 @@ func writeTree(s storer.EncodedObjectStorer, tree *object.Tree, dir string, lim 
 		return err
 	}
 	defer root.Close()
+	buf := make([]byte, 32<<10)
 	for _, e := range pl.entries {
-		if err := writeEntry(s, root, e, pl.links, pl.lim); err != nil {
+		if err := writeEntry(s, root, e, pl.links, pl.lim, buf); err != nil {
 			return err
 		}
 	}
@@ -330,8 +333,8 @@ func (pl *planner) link(e entry, obj plumbing.EncodedObject) error {
 }
 
 // writeEntry writes one checked entry, streaming a file's blob from the
-// pack to the file.
-func writeEntry(s storer.EncodedObjectStorer, root *os.Root, e entry, links map[string]string, lim CheckoutLimits) error {
+// pack to the file through buf (one buffer for the whole checkout).
+func writeEntry(s storer.EncodedObjectStorer, root *os.Root, e entry, links map[string]string, lim CheckoutLimits, buf []byte) error {
 	name := filepath.FromSlash(e.path)
 	switch e.mode {
 	case filemode.Dir:
@@ -353,21 +356,28 @@ func writeEntry(s storer.EncodedObjectStorer, root *os.Root, e entry, links map[
 		return fmt.Errorf("%q: %w", e.path, err)
 	}
 	defer r.Close()
-	br := bufio.NewReader(r)
+	var src io.Reader = r
 	if e.size < lfsPointerMax {
+		head, err := io.ReadAll(io.LimitReader(r, lfsPointerMax))
+		if err != nil {
+			return fmt.Errorf("%q: %w", e.path, err)
+		}
 		// Skipping the file, or writing the pointer as if it were the
 		// content, would make a render drop that file's objects (and a
 		// prune delete them): refuse, naming the file.
-		if head, _ := br.Peek(int(e.size)); isLFSPointer(head) {
+		if isLFSPointer(head) {
 			return fmt.Errorf("%q is a Git LFS pointer; refit does not fetch LFS content (commit the file itself): %w", e.path, ErrTreeRefused)
 		}
+		src = io.MultiReader(bytes.NewReader(head), r)
 	}
 	out, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	if err != nil {
 		return err
 	}
 	// The blob's header gave its size; a pack that lies gets no further.
-	n, err := io.Copy(out, io.LimitReader(br, lim.MaxFileBytes+1))
+	// The anonymous struct hides os.File's ReadFrom, which would allocate
+	// a buffer per file.
+	n, err := io.CopyBuffer(struct{ io.Writer }{out}, io.LimitReader(src, lim.MaxFileBytes+1), buf)
 	if err == nil && n > lim.MaxFileBytes {
 		err = fmt.Errorf("%q: more than the limit of %d bytes per file: %w", e.path, lim.MaxFileBytes, ErrTreeRefused)
 	}
