@@ -1,6 +1,9 @@
 package inplace
 
-import "k8s.io/client-go/rest"
+import (
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/rest"
+)
 
 // For returns an Engine that makes every request through cfg (an app's own
 // identity, impersonated) and shares e's bookkeeping: the Pods being
@@ -15,3 +18,8 @@ func (e *Engine) For(cfg *rest.Config) (*Engine, error) {
 	n.busy, n.pdbLocks = e.busy, e.pdbLocks
 	return n, nil
 }
+
+// HasGate reports whether a workload (or bare Pod) lists refit's readiness
+// gate: refit then writes its Pods' status (pods/status), which an app's own
+// identity must be allowed.
+func HasGate(obj *unstructured.Unstructured) bool { return hasGate(obj) }

@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/restmapper"
 
 	"github.com/refit-gitops/refit/diff"
+	"github.com/refit-gitops/refit/inplace"
 )
 
 // accessCheck asks the API server whether the impersonated identity may
@@ -76,7 +77,12 @@ type accessTarget struct {
 	desired diff.Desired
 	ref     diff.Ref
 	attr    authorizationv1.ResourceAttributes
+	// why the object needs it, when it is not the object's own write.
+	why string
 }
+
+// gateWhy: refit writes the readiness gate of a gated workload's Pods.
+const gateWhy = "its Pods' " + string(inplace.GateCondition) + " readiness gate; bind the ClusterRole refit-inplace (deploy/base/rbac-inplace.yaml)"
 
 // check refuses desired as a whole if the identity may not write any of its
 // objects: a *BadCommitError joining one *diff.ObjectError per object, each
@@ -93,7 +99,11 @@ func (a *accessCheck) check(ctx context.Context, desired []diff.Desired, namespa
 	}
 	errs := make([]error, 0, len(denied))
 	for _, t := range denied {
-		errs = append(errs, &diff.ObjectError{Ref: t.ref, Source: t.desired.Source, Err: forbidden(a.user, t.attr)})
+		err := forbidden(a.user, t.attr)
+		if t.why != "" {
+			err = fmt.Errorf("%w, for %s", err, t.why)
+		}
+		errs = append(errs, &diff.ObjectError{Ref: t.ref, Source: t.desired.Source, Err: err})
 	}
 	return &BadCommitError{Err: fmt.Errorf("commit refused, nothing applied: %s may not write %d of its objects:\n%w",
 		a.user, len(denied), errors.Join(errs...))}
@@ -102,6 +112,9 @@ func (a *accessCheck) check(ctx context.Context, desired []diff.Desired, namespa
 // forbidden says what the identity may not do, in the API server's words.
 func forbidden(user string, attr authorizationv1.ResourceAttributes) error {
 	resource := schema.GroupResource{Group: attr.Group, Resource: attr.Resource}.String()
+	if attr.Subresource != "" {
+		resource += "/" + attr.Subresource
+	}
 	where := "at the cluster scope"
 	if attr.Namespace != "" {
 		where = "in namespace " + attr.Namespace
@@ -126,10 +139,18 @@ func (a *accessCheck) targets(desired []diff.Desired, namespace string) []access
 		} else {
 			obj.SetNamespace("")
 		}
-		out = append(out, accessTarget{desired: d, ref: diff.RefOf(obj), attr: authorizationv1.ResourceAttributes{
+		ref := diff.RefOf(obj)
+		out = append(out, accessTarget{desired: d, ref: ref, attr: authorizationv1.ResourceAttributes{
 			Verb: writeVerb, Group: mapping.Resource.Group, Version: mapping.Resource.Version, Resource: mapping.Resource.Resource,
 			Namespace: obj.GetNamespace(), Name: obj.GetName(),
 		}})
+		if diff.IsWorkload(ref.GroupKind()) && inplace.HasGate(obj) {
+			// Without it the Pods never become Ready: refuse now, not
+			// after a health wait that cannot end well.
+			out = append(out, accessTarget{desired: d, ref: ref, why: gateWhy, attr: authorizationv1.ResourceAttributes{
+				Verb: writeVerb, Version: "v1", Resource: "pods", Subresource: "status", Namespace: obj.GetNamespace(),
+			}})
+		}
 	}
 	return out
 }
@@ -172,6 +193,12 @@ func (a *accessCheck) denied(ctx context.Context, targets []accessTarget) ([]acc
 				return
 			}
 			for _, i := range idx {
+				if targets[i].attr.Name == "" { // the question just answered
+					mu.Lock()
+					out = append(out, targets[i])
+					mu.Unlock()
+					continue
+				}
 				if ok, answered := review(targets[i].attr); !ok && answered {
 					mu.Lock()
 					out = append(out, targets[i])
@@ -184,6 +211,11 @@ func (a *accessCheck) denied(ctx context.Context, targets []accessTarget) ([]acc
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ref.String() < out[j].ref.String() })
+	sort.Slice(out, func(i, j int) bool {
+		if a, b := out[i].ref.String(), out[j].ref.String(); a != b {
+			return a < b
+		}
+		return out[i].why < out[j].why
+	})
 	return out, nil
 }

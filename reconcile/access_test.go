@@ -28,6 +28,9 @@ type rbacRules struct {
 
 func (r *rbacRules) allowed(_ context.Context, a authorizationv1.ResourceAttributes) (bool, string, error) {
 	gr := schema.GroupResource{Group: a.Group, Resource: a.Resource}.String()
+	if a.Subresource != "" {
+		gr += "/" + a.Subresource
+	}
 	q := strings.Join([]string{a.Verb, gr, orDash(a.Namespace), orDash(a.Name)}, " ")
 	r.mu.Lock()
 	r.asked = append(r.asked, q)
@@ -68,6 +71,14 @@ func desiredObj(apiVersion, kind, namespace, name string) diff.Desired {
 	return diff.Desired{Object: u, Source: "app.yaml"}
 }
 
+// gated is a workload in team-a whose template lists refit's readiness gate.
+func gated(apiVersion, kind, name string) diff.Desired {
+	d := desiredObj(apiVersion, kind, "team-a", name)
+	_ = unstructured.SetNestedSlice(d.Object.Object, []any{map[string]any{"conditionType": "InPlaceUpdateReady"}},
+		"spec", "template", "spec", "readinessGates")
+	return d
+}
+
 func TestAccessCheck(t *testing.T) {
 	const user = "system:serviceaccount:team-a:deployer"
 	teamA := []string{"patch configmaps team-a *", "patch deployments.apps team-a *"}
@@ -93,6 +104,19 @@ func TestAccessCheck(t *testing.T) {
 				"ConfigMap/team-b/stolen (app.yaml): forbidden: " + user + " may not patch configmaps in namespace team-b",
 			},
 			wantAsk: 2 + 2*2, // each refused resource asked again by name
+		},
+		{
+			name:    "a gated workload needs pods/status (refit-inplace)",
+			rules:   teamA,
+			extra:   []diff.Desired{gated("apps/v1", "Deployment", "gated")},
+			want:    []string{"Deployment.apps/team-a/gated (app.yaml): forbidden: " + user + " may not patch pods/status in namespace team-a, for " + gateWhy},
+			wantAsk: 3,
+		},
+		{
+			name:    "a gated workload with refit-inplace",
+			rules:   append([]string{"patch pods/status team-a *"}, teamA...),
+			extra:   []diff.Desired{gated("apps/v1", "Deployment", "gated")},
+			wantAsk: 3,
 		},
 		{
 			name:    "a rule with resourceNames allows that name only",

@@ -63,9 +63,10 @@ rules: [{apiGroups: ["*"], resources: ["*"], verbs: ["*"]}]
 `, other, other)
 }
 
-// tenant makes the ServiceAccount deployer in ns, bound to "edit" and to
-// deploy/'s refit-inplace in ns only, and returns its user name.
-func tenant(t *testing.T, ns string) string {
+// tenant makes the ServiceAccount deployer in ns, bound to roles ("edit"
+// and deploy/'s refit-inplace unless said otherwise) in ns only, and
+// returns its user name.
+func tenant(t *testing.T, ns string, roles ...string) string {
 	t.Helper()
 	ctx := context.Background()
 	if out, err := kubectl(nil, "apply", "--server-side", "-f", filepath.Join(deployDir, "base", "rbac-inplace.yaml")); err != nil {
@@ -74,7 +75,10 @@ func tenant(t *testing.T, ns string) string {
 	if _, err := bed.Client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "deployer"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	for _, role := range []string{"edit", "refit-inplace"} {
+	if len(roles) == 0 {
+		roles = []string{"edit", "refit-inplace"}
+	}
+	for _, role := range roles {
 		rb := &rbacv1.RoleBinding{
 			ObjectMeta: metav1.ObjectMeta{Name: "deployer-" + role},
 			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
@@ -92,7 +96,9 @@ func tenant(t *testing.T, ns string) string {
 // (--as) applies a commit within team-a and bumps an image in place (Pod
 // UIDs unchanged, the gate kept through pods/status); a commit reaching
 // beyond team-a is refused whole, naming each object, nothing of it
-// written; --prune works with the inventory in team-a. The service
+// written; a gated workload for a deployer without refit-inplace is refused
+// before anything is written (its Pods could never become Ready);
+// --prune works with the inventory in team-a. The service
 // (serviceAccountName), running with a token that may only impersonate
 // ServiceAccounts (deploy/locked-down's refit-impersonate), applies as the
 // deployer and is refused beyond team-a.
@@ -159,6 +165,20 @@ func TestIdentity(t *testing.T) {
 	}) {
 		return
 	}
+	t.Run("cli-refuses-a-gated-workload-without-refit-inplace", func(t *testing.T) {
+		bare := namespace(t)
+		user := tenant(t, bare, "edit")
+		dir := t.TempDir()
+		writeManifests(t, dir, identityApp("shop:1.0", "info"))
+		out, code := runRefitCLI(t, bare, "apply", "--dir", dir, "--app", "shop", "--as", user)
+		if code != 1 || !strings.Contains(out, "Deployment.apps/"+bare+"/shop") || !strings.Contains(out, "may not patch pods/status") ||
+			!strings.Contains(out, "refit-inplace") {
+			t.Fatalf("a gated Deployment for a deployer without refit-inplace: exit %d; want 1, naming the Deployment, pods/status and refit-inplace\n%s", code, out)
+		}
+		if _, err := bed.Client.AppsV1().Deployments(bare).Get(context.Background(), "shop", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("Deployment %s/shop: %v; want it never written", bare, err)
+		}
+	})
 	t.Run("cli-prunes-with-the-inventory-in-the-team", func(t *testing.T) {
 		writeManifests(t, dir, strings.SplitN(identityApp("shop:1.1", "info"), "---\n", 2)[0])
 		if out, code := as("--prune"); code != 0 {
