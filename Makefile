@@ -17,11 +17,19 @@ build: ## Build bin/refit.
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/refit ./cmd/refit
 
 .PHONY: test
-test: vet unit e2e chaos ## Everything CI runs: vet, unit tests, e2e tests, the chaos test (builds the cluster tools on first use).
+test: vet unit fuzz e2e chaos ## Everything CI runs: vet, unit tests, the fuzz targets briefly, e2e tests, the chaos test (builds the cluster tools on first use).
 
 .PHONY: unit
 unit: ## Unit tests (no cluster).
 	$(GO) test -count=1 ./...
+
+.PHONY: fuzz
+FUZZTIME ?= 10s
+fuzz: ## Each native fuzz target for FUZZTIME (default 10s): config files, webhook payloads and requests, renders.
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./config/
+	$(GO) test -run '^$$' -fuzz '^FuzzPayloadRepoURLs$$' -fuzztime $(FUZZTIME) ./source/
+	$(GO) test -run '^$$' -fuzz '^FuzzReceiver$$' -fuzztime $(FUZZTIME) ./source/
+	$(GO) test -run '^$$' -fuzz '^FuzzRender$$' -fuzztime $(FUZZTIME) ./render/
 
 .PHONY: e2e
 e2e: tools ## End-to-end tests on the local cluster.
