@@ -28,9 +28,9 @@ type Limits struct {
 }
 
 // DefaultLimits returns 32 MiB, 10,000 documents and 1,000,000 nodes per
-// file, and 100,000 nodes added by aliases: far above real manifests
-// (a 1,000-object overlay is about 30,000 nodes; a bundle of every
-// kube-prometheus CRD, about 300,000), far below what exhausts memory.
+// file, and 100,000 nodes added by aliases: far above real files (the
+// whole Kubernetes OpenAPI document, 4.7 MB, is 125,000 nodes; Gateway
+// API's CRDs, 469 KB, 7,300), far below what exhausts memory.
 func DefaultLimits() Limits {
 	return Limits{MaxFileBytes: 32 << 20, MaxDocuments: 10_000, MaxNodes: 1_000_000, MaxAliasNodes: 100_000}
 }
