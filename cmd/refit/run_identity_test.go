@@ -21,7 +21,9 @@ func TestIdentitiesPerApp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	app := func(name, ns, sa string) config.App { return config.App{Name: name, Namespace: ns, ServiceAccountName: sa} }
+	app := func(name, ns, sa string) config.App {
+		return config.App{Name: name, Namespace: ns, ServiceAccountName: sa}
+	}
 
 	ids := &identities{base: base, cfg: cfg}
 	defer ids.stop()
