@@ -20,8 +20,9 @@ type Memory struct {
 	// gets it OOM-killed) mid-apply is left here at every restart.
 	Attempt  string
 	Attempts int
-	// Bad is the last commit found bad, Reason why.
-	Bad, Reason string
+	// Bad is the last commit found bad, Reason why, and Outcome the kind
+	// of failure (the caller's word for it).
+	Bad, Reason, Outcome string
 }
 
 // memoryManager writes the memory's keys of the inventory ConfigMap: a
@@ -34,6 +35,7 @@ const (
 	memoryAttempts = "attempts"
 	memoryBad      = "bad-commit"
 	memoryReason   = "bad-reason"
+	memoryOutcome  = "bad-outcome"
 	// maxReason bounds the reason kept: an error naming every refused
 	// object of a large commit is long, and a ConfigMap holds 1 MiB.
 	maxReason = 2048
@@ -94,12 +96,15 @@ func encodeMemory(m Memory) map[string]string {
 			reason = reason[:maxReason] + "…"
 		}
 		out[memoryReason] = reason
+		if m.Outcome != "" {
+			out[memoryOutcome] = m.Outcome
+		}
 	}
 	return out
 }
 
 func decodeMemory(data map[string]string) Memory {
-	m := Memory{Attempt: data[memoryAttempt], Bad: data[memoryBad], Reason: data[memoryReason]}
+	m := Memory{Attempt: data[memoryAttempt], Bad: data[memoryBad], Reason: data[memoryReason], Outcome: data[memoryOutcome]}
 	if m.Attempt != "" {
 		// An unreadable count is one start: the memory errs on retrying.
 		n, err := strconv.Atoi(data[memoryAttempts])

@@ -144,6 +144,8 @@ func TestMemoryEncoding(t *testing.T) {
 		{"empty", Memory{}, map[string]string{}},
 		{"attempt", Memory{Attempt: "abc", Attempts: 2}, map[string]string{memoryAttempt: "abc", memoryAttempts: "2"}},
 		{"bad", Memory{Bad: "def", Reason: "nothing applied"}, map[string]string{memoryBad: "def", memoryReason: "nothing applied"}},
+		{"bad, with its outcome", Memory{Bad: "def", Reason: "r", Outcome: "rollout-failed"},
+			map[string]string{memoryBad: "def", memoryReason: "r", memoryOutcome: "rollout-failed"}},
 		{"both", Memory{Attempt: "abc", Attempts: 1, Bad: "def", Reason: "r"},
 			map[string]string{memoryAttempt: "abc", memoryAttempts: "1", memoryBad: "def", memoryReason: "r"}},
 	} {

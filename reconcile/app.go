@@ -54,8 +54,11 @@ type App struct {
 // re-derived from Git and the cluster, except memory, which is also kept in
 // the cluster so that a restart does not retry a bad commit.
 type appState struct {
-	memory  apply.Memory
-	applied string // last commit applied (healthy or not)
+	memory apply.Memory
+	// announce: the failed commit comes from the memory of an earlier
+	// run; the first pass that finds it reports it once more.
+	announce bool
+	applied  string // last commit applied (healthy or not)
 	// failed is the last commit not to be retried until a new one arrives:
 	// it cannot be applied (a bad commit) or an in-place rollout of it
 	// failed.
@@ -165,6 +168,10 @@ func (l *appLoop) pass(ctx context.Context) time.Duration {
 		l.metrics.reconciled(app.Name, string(outcomePollError), 0)
 		return st.backoff(app.Interval)
 	}
+	if st.announce && rev.Commit == st.failed {
+		l.announceRemembered(ctx)
+	}
+	st.announce = false
 	newCommit := rev.Commit != st.applied && rev.Commit != st.failed
 	drift := !newCommit && l.now().Sub(st.lastSync) >= app.DriftInterval && rev.Commit != st.failed
 	if !newCommit && !drift {
@@ -422,12 +429,25 @@ func (l *appLoop) recall(ctx context.Context) {
 	}
 	l.st.memory = m
 	next, failed, crashed := recallMemory(m, crashLimit)
-	l.st.failed = failed
+	l.st.failed, l.st.announce = failed, failed != ""
 	if crashed {
 		log.Info("commit not retried: refit stopped while applying it", "revision", short(failed), "starts", m.Attempts)
 		l.remember(ctx, next)
-		l.report(ctx, failed, CommitFailure, next.Reason)
 	}
+}
+
+// announceRemembered reports the remembered bad commit, which the loop
+// will not apply, as a pass with its outcome and a failure status: a new
+// run (or a new leader) says at once where the app stands.
+func (l *appLoop) announceRemembered(ctx context.Context) {
+	m := l.st.memory
+	out := outcome(m.Outcome)
+	if out == "" {
+		out = outcomeBadCommit
+	}
+	logr.FromContextOrDiscard(ctx).Info("commit not retried: remembered as bad", "revision", short(m.Bad), "outcome", string(out))
+	l.metrics.reconciled(l.app.Name, string(out), 0)
+	l.report(ctx, m.Bad, CommitFailure, m.Reason)
 }
 
 // recallMemory decides what a starting loop makes of its memory: the
@@ -435,7 +455,7 @@ func (l *appLoop) recall(ctx context.Context) {
 // limit times while applying it (next is then the memory to save).
 func recallMemory(m apply.Memory, limit int) (next apply.Memory, failed string, crashed bool) {
 	if m.Attempt != "" && m.Attempts >= limit {
-		next = apply.Memory{Bad: m.Attempt, Reason: fmt.Sprintf(
+		next = apply.Memory{Bad: m.Attempt, Outcome: string(outcomeBadCommit), Reason: fmt.Sprintf(
 			"refit stopped %d times while applying this commit (crashed or killed, e.g. out of memory): not retried until a new commit", m.Attempts)}
 		return next, m.Attempt, true
 	}
@@ -460,7 +480,7 @@ func finishAttempt(m apply.Memory, commit string, out outcome, reason string) ap
 		m.Attempt, m.Attempts = "", 0
 	}
 	if out == outcomeBadCommit || out == outcomeRolloutFailed {
-		m.Bad, m.Reason = commit, reason
+		m.Bad, m.Reason, m.Outcome = commit, reason, string(out)
 	}
 	return m
 }

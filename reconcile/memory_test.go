@@ -65,8 +65,9 @@ func TestMemoryDecisions(t *testing.T) {
 	}{
 		{"success ends the attempt", apply.Memory{Attempt: "c2", Attempts: 2}, outcomeSuccess, apply.Memory{}},
 		{"transient ends the attempt: refit did not crash", apply.Memory{Attempt: "c2", Attempts: 1}, outcomeTransient, apply.Memory{}},
-		{"a bad commit is remembered", apply.Memory{Attempt: "c2", Attempts: 1}, outcomeBadCommit, apply.Memory{Bad: "c2", Reason: "why"}},
-		{"a failed rollout is remembered", apply.Memory{Attempt: "c2", Attempts: 1, Bad: "c1", Reason: "old"}, outcomeRolloutFailed, apply.Memory{Bad: "c2", Reason: "why"}},
+		{"a bad commit is remembered", apply.Memory{Attempt: "c2", Attempts: 1}, outcomeBadCommit, apply.Memory{Bad: "c2", Reason: "why", Outcome: "bad-commit"}},
+		{"a failed rollout is remembered", apply.Memory{Attempt: "c2", Attempts: 1, Bad: "c1", Reason: "old"}, outcomeRolloutFailed,
+			apply.Memory{Bad: "c2", Reason: "why", Outcome: "rollout-failed"}},
 		{"a good commit keeps the last bad one", apply.Memory{Attempt: "c2", Attempts: 1, Bad: "c1", Reason: "old"}, outcomeSuccess, apply.Memory{Bad: "c1", Reason: "old"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -101,13 +102,17 @@ func TestAppLoopMemorySurvivesRestart(t *testing.T) {
 	t.Run("crashed three times", func(t *testing.T) {
 		s := &store{m: map[string]apply.Memory{"shop": {Attempt: "c1", Attempts: crashLimit}}}
 		l, p, st, r := start(s, "c1")
-		got, desc := st.take()
-		if d := cmp.Diff([]string{"c1 failure"}, got); d != "" || !strings.Contains(desc[0], "stopped 3 times") {
-			t.Errorf("at start: reports (-want +got):\n%s descriptions %q", d, desc)
-		}
 		l.pass(t.Context())
 		if p.synced != 0 {
 			t.Errorf("c1 synced %d times after a restart, want 0", p.synced)
+		}
+		got, desc := st.take()
+		if d := cmp.Diff([]string{"c1 failure"}, got); d != "" || !strings.Contains(desc[0], "stopped 3 times") {
+			t.Errorf("first pass: reports (-want +got):\n%s descriptions %q", d, desc)
+		}
+		l.pass(t.Context())
+		if got, _ := st.take(); p.synced != 0 || len(got) != 0 {
+			t.Errorf("second pass: synced %d, reports %q; want c1 left alone, reported once", p.synced, got)
 		}
 		if m := s.get("shop"); m.Bad != "c1" || m.Attempt != "" {
 			t.Errorf("memory %+v, want c1 bad and no attempt", m)
@@ -151,8 +156,10 @@ func TestAppLoopMemorySurvivesRestart(t *testing.T) {
 		}
 		l2, p2, st2, _ := start(s, "c1")
 		l2.pass(t.Context())
-		if got, _ := st2.take(); p2.synced != 0 || len(got) != 0 {
-			t.Errorf("after a restart: synced %d, reports %q; want c1 left alone", p2.synced, got)
+		l2.pass(t.Context())
+		got, desc := st2.take()
+		if d := cmp.Diff([]string{"c1 failure"}, got); p2.synced != 0 || d != "" || !strings.Contains(desc[0], "bad indentation") {
+			t.Errorf("after a restart: synced %d, reports (-want +got):\n%s descriptions %q; want c1 not applied, reported failed once with its reason", p2.synced, d, desc)
 		}
 		_ = l
 	})
