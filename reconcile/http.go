@@ -68,7 +68,7 @@ func (o HTTPOptions) withDefaults() HTTPOptions {
 
 // serveHTTP serves the probes, the metrics and the webhooks on opts.Listen.
 func serveHTTP(opts ServiceOptions, ready *atomic.Bool, errs chan<- error) (*http.Server, string, error) {
-	return serveHTTPWith(opts, DefaultHTTPOptions(), ready, errs)
+	return serveHTTPWith(opts, opts.HTTP, ready, errs)
 }
 
 // serveHTTPWith is serveHTTP with its bounds. With a separate metrics

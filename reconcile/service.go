@@ -22,6 +22,9 @@ type ServiceOptions struct {
 	Listen  string
 	Hooks   http.Handler // mounted at /hook/
 	Metrics http.Handler // mounted at /metrics
+	// HTTP bounds the server on Listen and can move /metrics to an address
+	// of its own; zero fields take DefaultHTTPOptions.
+	HTTP HTTPOptions
 	// LeaderElection: only the holder of a Lease acts. A new leader simply
 	// starts its loops: an interrupted in-place rollout is on the objects
 	// and continues.

@@ -33,6 +33,7 @@ type runFlags struct {
 	driftInterval  time.Duration
 	prune          bool
 	listen         string
+	metricsListen  string
 	leaderElect    bool
 	leaseNamespace string
 	identity       string
@@ -67,6 +68,7 @@ serves /metrics, /healthz and /readyz.`,
 	fl.DurationVar(&f.driftInterval, "drift-interval", 0, "how often to correct drift without a new commit (default 10 × interval)")
 	fl.BoolVar(&f.prune, "prune", true, "delete objects that left Git, with --repo")
 	fl.StringVar(&f.listen, "listen", ":8080", "HTTP address for webhooks, metrics and probes (empty: none)")
+	fl.StringVar(&f.metricsListen, "metrics-listen", "", "serve /metrics on this address instead of --listen")
 	fl.BoolVar(&f.leaderElect, "leader-elect", false, "act only while holding the leader Lease (for several replicas)")
 	fl.StringVar(&f.leaseNamespace, "leader-election-namespace", "", "namespace of the Lease and of referenced Secrets (default: $POD_NAMESPACE, then refit-system)")
 	fl.StringVar(&f.identity, "identity", "", "leader election identity (default: hostname)")
@@ -125,6 +127,7 @@ func (f *runFlags) run(ctx context.Context, stderr io.Writer) error {
 	}
 	return r.Serve(ctx, built.apps, reconcile.ServiceOptions{
 		Listen: f.listen, Hooks: built.hooks, Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		HTTP: reconcile.HTTPOptions{MetricsListen: f.metricsListen},
 		LeaderElection: f.leaderElect, LeaseNamespace: homeNS, LeaseName: "refit-leader", Identity: identity, Client: client,
 		AppReconcilers: built.own,
 	})

@@ -80,7 +80,7 @@ func TestServiceFigures(t *testing.T) {
 		}
 		return p
 	}
-	user, pass, hook := write("user", srv.Username()), write("pass", srv.Password()), write("hook", "bench-secret")
+	user, pass, hook := write("user", srv.Username()), write("pass", srv.Password()), write("hook", "bench-secret-0123456789")
 	var cfg strings.Builder
 	cfg.WriteString("apiVersion: refit.dev/v1alpha1\nkind: Config\napps:\n")
 	repos := make([]*gitserver.TestRepo, serviceApps)
@@ -174,7 +174,7 @@ func pushToPatched(t *testing.T, bed *cluster.Cluster, repo *gitserver.TestRepo,
 
 func sendHook(t *testing.T, addr, app, repoURL string) {
 	body := []byte(fmt.Sprintf(`{"ref":"refs/heads/main","repository":{"clone_url":%q}}`, repoURL))
-	mac := hmac.New(sha256.New, []byte("bench-secret"))
+	mac := hmac.New(sha256.New, []byte("bench-secret-0123456789"))
 	mac.Write(body)
 	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/hook/"+app, bytes.NewReader(body))
 	req.Header.Set("X-Gitea-Event", "push")

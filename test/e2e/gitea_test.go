@@ -189,7 +189,7 @@ func TestGiteaPushWebhook(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	const secret = "hook-s3cret"
+	const secret = "hook-s3cret-0123456789"
 	trigger := source.NewTrigger()
 	receiver, err := source.NewReceiver(source.DefaultReceiverOptions(), source.Hook{
 		Path: "/hooks/gitea", Provider: source.Gitea, Secret: secret, RepoURL: srv.RepoURL("hooked"), Trigger: trigger,

@@ -30,7 +30,7 @@ func TestRunWithGiteaWebhooksAndCommitStatus(t *testing.T) {
 	if err := os.WriteFile(token, []byte(srv.Token()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(secret, []byte("hook-secret-123"), 0o600); err != nil {
+	if err := os.WriteFile(secret, []byte("hook-secret-0123456789"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	addr := freeAddr(t)
@@ -51,7 +51,7 @@ apps:
 		t.Fatal(err)
 	}
 	svc := startServiceAt(t, addr, "--config", cfgFile, "--grace", "0s")
-	if _, err := srv.AddWebhook(ctx, "shop", "http://"+addr+"/hook/shop", "hook-secret-123"); err != nil {
+	if _, err := srv.AddWebhook(ctx, "shop", "http://"+addr+"/hook/shop", "hook-secret-0123456789"); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, time.Minute, "6 pods on shop:1.0", func(ctx context.Context) bool { return allPodsOn(ctx, ns, "shop:1.0", 6) })

@@ -182,7 +182,7 @@ func TestRunKeepsTheClusterInSyncWithGit(t *testing.T) {
 	repo := srv.NewRepo(t, "shop")
 	repo.Commit(appFiles(ns, "shop:1.0", 6), "shop 1.0")
 
-	hookSecret := "s3cret-hook"
+	hookSecret := "s3cret-hook-0123456789"
 	secretFile := filepath.Join(t.TempDir(), "hook")
 	if err := os.WriteFile(secretFile, []byte(hookSecret), 0o600); err != nil {
 		t.Fatal(err)
@@ -437,7 +437,7 @@ func TestRunNewerCommitRetargetsARollout(t *testing.T) {
 	srv := gitserver.New(t, gitserver.DefaultOptions())
 	repo := srv.NewRepo(t, "retarget")
 	repo.Commit(appFiles(ns, "shop:1.0", 12), "1.0")
-	hook := writeTemp(t, "retarget-secret")
+	hook := writeTemp(t, "retarget-secret-0123456789")
 	cfg := fmt.Sprintf(`apiVersion: refit.dev/v1alpha1
 kind: Config
 apps:
@@ -454,10 +454,10 @@ apps:
 
 	fw := watchFleet(t, ns)
 	repo.Commit(appFiles(ns, "shop:1.1", 12), "1.1")
-	sendGiteaHook(t, svc.addr, "retarget", "retarget-secret", repo.HTTPURL())
+	sendGiteaHook(t, svc.addr, "retarget", "retarget-secret-0123456789", repo.HTTPURL())
 	waitFor(t, 30*time.Second, "the first batch on its way to 1.1", func(ctx context.Context) bool { return podsPatched(ctx, ns) >= 2 })
 	repo.Commit(appFiles(ns, "shop:1.2", 12), "1.2")
-	sendGiteaHook(t, svc.addr, "retarget", "retarget-secret", repo.HTTPURL())
+	sendGiteaHook(t, svc.addr, "retarget", "retarget-secret-0123456789", repo.HTTPURL())
 	waitFor(t, 2*time.Minute, "12 pods on shop:1.2", func(ctx context.Context) bool { return allPodsOn(ctx, ns, "shop:1.2", 12) })
 	maxUnavailable, nUIDs, deleted, _ := fw.summary()
 	if maxUnavailable > 2 || nUIDs != 12 || len(deleted) > 0 {
@@ -497,7 +497,7 @@ apps:
   interval: 10m
   namespace: %s
   webhook: {provider: gitea, secretFile: %s}
-`, repo.HTTPURL(), writeTemp(t, srv.Username()), writeTemp(t, srv.Password()), ns, writeTemp(t, "flood-secret"))
+`, repo.HTTPURL(), writeTemp(t, srv.Username()), writeTemp(t, srv.Password()), ns, writeTemp(t, "flood-secret-0123456789"))
 	svc := startService(t, nil, "--config", writeTemp(t, cfg), "--grace", "0s")
 	waitFor(t, time.Minute, "2 pods on shop:1.0", func(ctx context.Context) bool { return allPodsOn(ctx, ns, "shop:1.0", 2) })
 	successes := func() string {
@@ -508,7 +508,7 @@ apps:
 	var wg sync.WaitGroup
 	for i := 0; i < 200; i++ {
 		wg.Add(1)
-		go func() { defer wg.Done(); sendGiteaHook(t, svc.addr, "flood", "flood-secret", repo.HTTPURL()) }()
+		go func() { defer wg.Done(); sendGiteaHook(t, svc.addr, "flood", "flood-secret-0123456789", repo.HTTPURL()) }()
 	}
 	wg.Wait()
 	waitFor(t, time.Minute, "2 pods on shop:1.1", func(ctx context.Context) bool { return allPodsOn(ctx, ns, "shop:1.1", 2) })
