@@ -160,7 +160,7 @@ func (l *appLoop) pass(ctx context.Context) time.Duration {
 	log := logr.FromContextOrDiscard(ctx)
 	app, st := l.app, &l.st
 	rev, err := app.Poller.Poll(ctx)
-	if errors.Is(err, source.ErrUnverified) && rev.Commit != "" {
+	if (errors.Is(err, source.ErrUnverified) || errors.Is(err, source.ErrTreeRefused)) && rev.Commit != "" {
 		return l.refuse(ctx, rev, err)
 	}
 	if err != nil {

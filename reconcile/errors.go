@@ -33,7 +33,7 @@ func IsBadCommit(err error) bool {
 	var obj *diff.ObjectError
 	var val *apply.ValidationError
 	return errors.As(err, &bad) || errors.As(err, &obj) || errors.As(err, &val) || errors.Is(err, apply.ErrEmptyRender) ||
-		errors.Is(err, source.ErrUnverified)
+		errors.Is(err, source.ErrUnverified) || errors.Is(err, source.ErrTreeRefused)
 }
 
 // isTransient finds, anywhere in err's tree, a cause that retrying can cure.

@@ -196,10 +196,8 @@ func (p *Poller) checkout(s storer.EncodedObjectStorer, commit *object.Commit, r
 }
 
 // checkoutLimits are the limits this Poller checks out with.
-// TODO(lead): read them from Options once it carries a CheckoutLimits
-// field (poller.go is not this change's file).
 func (p *Poller) checkoutLimits() CheckoutLimits {
-	return CheckoutLimits{}.withDefaults()
+	return p.opts.Checkout.withDefaults()
 }
 
 // entry is one thing a checkout writes, path slash-separated.

@@ -62,6 +62,9 @@ type Options struct {
 	Keep int
 	// Timeout bounds each network call (listing refs, fetching).
 	Timeout time.Duration
+	// Checkout bounds what a checkout may write; zero fields take
+	// DefaultCheckoutLimits.
+	Checkout CheckoutLimits
 	// Verify, when set, requires the commit to be signed by one of these
 	// keys. A commit that is not is refused before its tree is written:
 	// Poll returns an error wrapping ErrUnverified.
@@ -153,7 +156,8 @@ func (p *Poller) URL() string { return p.ep.safe }
 // out needs no network at all.
 //
 // With Options.Verify, a commit no trusted key signed is an error wrapping
-// ErrUnverified, returned with the refused commit's Revision (without Dir)
+// ErrUnverified (or a tree or pack refused at checkout, ErrTreeRefused),
+// returned with the refused commit's Revision (without Dir)
 // so that the caller can report on that commit.
 func (p *Poller) Poll(ctx context.Context) (Revision, error) {
 	p.mu.Lock()
@@ -191,7 +195,7 @@ func (p *Poller) Poll(ctx context.Context) (Revision, error) {
 	}
 	p.stats.Fetches++
 	rev, err := p.fetch(ctx, tgt)
-	if errors.Is(err, ErrUnverified) {
+	if errors.Is(err, ErrUnverified) || errors.Is(err, ErrTreeRefused) {
 		rev.Dir = ""
 		p.refused, p.refusedErr = rev, err
 		return rev, err
