@@ -247,8 +247,9 @@ func (l *appLoop) syncUnlessSuperseded(ctx context.Context, rev source.Revision,
 func (l *appLoop) refuse(ctx context.Context, rev source.Revision, err error) time.Duration {
 	st := &l.st
 	st.failures = 0
-	if rev.Commit != st.failed {
-		st.failed = rev.Commit
+	// A commit remembered from an earlier run is reported once more too.
+	if rev.Commit != st.failed || st.announce {
+		st.failed, st.announce = rev.Commit, false
 		logr.FromContextOrDiscard(ctx).Error(err, "reconcile failed", "revision", rev.Commit, "outcome", string(outcomeBadCommit))
 		l.metrics.reconciled(l.app.Name, string(outcomeBadCommit), 0)
 		l.report(ctx, rev.Commit, CommitFailure, err.Error())
