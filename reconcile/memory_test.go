@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -163,6 +164,23 @@ func TestAppLoopMemorySurvivesRestart(t *testing.T) {
 		}
 		_ = l
 	})
+}
+
+// A commit the poller refuses (unsigned) and the memory remembers is
+// reported once after a restart, and never applied.
+func TestAppLoopRemembersARefusedCommit(t *testing.T) {
+	s := &store{m: map[string]apply.Memory{"shop": {Bad: "c1", Reason: "not signed", Outcome: string(outcomeBadCommit)}}}
+	r := &remote{}
+	r.set("c1", fmt.Errorf("c1: %w", source.ErrUnverified))
+	st := &statuses{}
+	p := &pipe{env: &env{remote: r}}
+	l := &appLoop{app: App{Name: "shop", Poller: r, Interval: time.Minute, DriftInterval: time.Hour, Status: st}, pipe: p, mem: s, now: time.Now}
+	l.recall(t.Context())
+	l.pass(t.Context())
+	l.pass(t.Context())
+	if got, _ := st.take(); p.synced != 0 || len(got) != 1 || got[0] != "c1 failure" {
+		t.Errorf("synced %d, reports %q; want c1 reported failed once, never applied", p.synced, got)
+	}
 }
 
 type errString string
