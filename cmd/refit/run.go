@@ -127,7 +127,7 @@ func (f *runFlags) run(ctx context.Context, stderr io.Writer) error {
 	}
 	return r.Serve(ctx, built.apps, reconcile.ServiceOptions{
 		Listen: f.listen, Hooks: built.hooks, Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
-		HTTP: reconcile.HTTPOptions{MetricsListen: f.metricsListen},
+		HTTP:           reconcile.HTTPOptions{MetricsListen: f.metricsListen},
 		LeaderElection: f.leaderElect, LeaseNamespace: homeNS, LeaseName: "refit-leader", Identity: identity, Client: client,
 		AppReconcilers: built.own,
 	})

@@ -508,7 +508,10 @@ apps:
 	var wg sync.WaitGroup
 	for i := 0; i < 200; i++ {
 		wg.Add(1)
-		go func() { defer wg.Done(); sendGiteaHook(t, svc.addr, "flood", "flood-secret-0123456789", repo.HTTPURL()) }()
+		go func() {
+			defer wg.Done()
+			sendGiteaHook(t, svc.addr, "flood", "flood-secret-0123456789", repo.HTTPURL())
+		}()
 	}
 	wg.Wait()
 	waitFor(t, time.Minute, "2 pods on shop:1.1", func(ctx context.Context) bool { return allPodsOn(ctx, ns, "shop:1.1", 2) })
