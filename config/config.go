@@ -48,6 +48,9 @@ type App struct {
 	// Namespace for namespaced objects that name none.
 	Namespace string `yaml:"namespace"`
 	Prune     *bool  `yaml:"prune"`
+	// AllowEmpty lets a commit that renders no object prune everything
+	// the app applied; without it such a commit is a bad commit.
+	AllowEmpty bool `yaml:"allowEmpty"`
 	// Timeout bounds one reconciliation's health wait.
 	Timeout Duration `yaml:"timeout"`
 	// Policy is the default refit.dev/update-policy.

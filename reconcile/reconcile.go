@@ -36,6 +36,9 @@ type Options struct {
 	Namespace     string
 	DefaultPolicy diff.Policy
 	Prune         bool
+	// AllowEmpty lets a commit that renders nothing prune everything the
+	// app applied (apply.Options.AllowEmpty).
+	AllowEmpty bool
 	// Wait for what was applied the ordinary way to be healthy.
 	Wait    bool
 	Timeout time.Duration
@@ -274,7 +277,7 @@ func (r *Reconciler) Apply(ctx context.Context, plan *diff.Plan, opts Options) (
 	}
 
 	ao := apply.DefaultOptions()
-	ao.App, ao.Prune, ao.Timeout = opts.App, opts.Prune, opts.Timeout
+	ao.App, ao.Prune, ao.Timeout, ao.AllowEmpty = opts.App, opts.Prune, opts.Timeout, opts.AllowEmpty
 	if opts.Log != nil {
 		ao.Progress = apply.ProgressTo(log)
 	}

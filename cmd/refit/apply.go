@@ -17,9 +17,10 @@ import (
 
 type applyFlags struct {
 	planFlags
-	wait    bool
-	timeout time.Duration
-	grace   time.Duration
+	wait       bool
+	allowEmpty bool
+	timeout    time.Duration
+	grace      time.Duration
 }
 
 func newApplyCommand() *cobra.Command {
@@ -43,6 +44,7 @@ any failure.`,
 	cmd.Flags().StringVar(&f.app, "app", "", "app name: the inventory of what it applied, for pruning (default: derived from the folder or repository and the path)")
 	cmd.Flags().StringVar(&f.policy, "policy", string(diff.InPlaceIfPossible), "update policy of workloads without the refit.dev/update-policy annotation")
 	cmd.Flags().BoolVar(&f.wait, "wait", false, "wait until what was applied is healthy")
+	cmd.Flags().BoolVar(&f.allowEmpty, "allow-empty", false, "with --prune, let a render with no object delete everything the app applied")
 	cmd.Flags().BoolVar(&f.prune, "prune", false, "delete objects of this app that left Git")
 	cmd.Flags().DurationVar(&f.timeout, "health-timeout", 5*time.Minute, "how long --wait waits")
 	cmd.Flags().DurationVar(&f.grace, "grace", 3*time.Second, "default readiness-gate grace before a Pod is patched (refit.dev/grace-seconds overrides)")
@@ -74,6 +76,7 @@ func (f *applyFlags) run(ctx context.Context, out io.Writer) error {
 	opts.App, opts.Path, opts.Namespace = app, f.src.path, ns
 	opts.DefaultPolicy, opts.AllowRemoteBases = diff.Policy(f.policy), f.src.allowRemoteBases
 	opts.Prune, opts.Wait, opts.Timeout, opts.Log = f.prune, f.wait, f.timeout, out
+	opts.AllowEmpty = f.allowEmpty
 	opts.InPlace.Grace = f.grace
 	// Run by hand, apply tries again images that failed and were rolled back.
 	opts.InPlace.RetryRolledBack = true

@@ -60,7 +60,7 @@ func (w *appWiring) build(ctx context.Context, apps []config.App) (*wired, error
 		}
 		ro := reconcile.DefaultOptions()
 		ro.App, ro.Path, ro.Namespace, ro.Prune, ro.Timeout = a.Name, a.Path, a.Namespace, *a.Prune, a.Timeout.Duration
-		ro.DefaultPolicy = diff.Policy(a.Policy)
+		ro.DefaultPolicy, ro.AllowEmpty = diff.Policy(a.Policy), a.AllowEmpty
 		ro.InPlace.Grace = w.grace
 		app := reconcile.App{Name: a.Name, Poller: poller, Interval: a.Interval.Duration, DriftInterval: a.DriftInterval.Duration, Options: ro}
 		if a.Webhook != nil {

@@ -299,7 +299,9 @@ func TestApplyPrunes(t *testing.T) {
 		cm("keep", ""), cm("gone", ""), cm("protected", ", annotations: {refit.dev/prune: disabled}"), cm("shared", ""), webDeployment,
 	}, "\n---\n"))
 	mustApply(t, a, ns, appA, v1, applyOptions(appA))
-	mustApply(t, a, ns, appB, parseFile(t, "b.yaml", cm("theirs", "")+"\n---\n"+cm("shared", "")), applyOptions(appB))
+	// One object, one app: B may not claim A's "shared" (see
+	// TestOwnershipOneObjectOneApp); it applies only its own.
+	mustApply(t, a, ns, appB, parseFile(t, "b.yaml", cm("theirs", "")), applyOptions(appB))
 	invB, err := a.Inventory(context.Background(), appB)
 	if err != nil {
 		t.Fatal(err)
@@ -325,7 +327,7 @@ func TestApplyPrunes(t *testing.T) {
 		}
 		want := map[string]apply.Action{"keep ConfigMap": apply.Unchanged, "gone ConfigMap": apply.NotPruned,
 			"protected ConfigMap": apply.NotPruned, "web Deployment": apply.NotPruned, "theirs ConfigMap": apply.SkippedNotOwned,
-			"shared ConfigMap": apply.SkippedNotOwned}
+			"shared ConfigMap": apply.NotPruned}
 		if d := cmp.Diff(want, outcome(res)); d != "" {
 			t.Errorf("(-want +got):\n%s", d)
 		}
@@ -334,14 +336,13 @@ func TestApplyPrunes(t *testing.T) {
 				t.Errorf("ConfigMap %s deleted with pruning off", name)
 			}
 		}
-		if o := res.Object(ref("ConfigMap", "shared")); o == nil || !strings.Contains(o.Reason, appB) {
-			t.Errorf("shared: %+v, want a reason naming app %s", o, appB)
+		if o := res.Object(ref("ConfigMap", "theirs")); o == nil || !strings.Contains(o.Reason, "not in the inventory of app "+appA) {
+			t.Errorf("theirs: %+v, want a reason saying app %s never applied it", o, appA)
 		}
-		// What was not pruned stays listed, except the object app B
-		// holds too: A leaves it to B.
+		// What was not pruned stays listed.
 		inv, _ := a.Inventory(context.Background(), appA)
-		if len(inv) != 4 || slices.Contains(inv, ref("ConfigMap", "shared")) {
-			t.Errorf("inventory of A: %v, want version 1 but shared", refString(inv))
+		if len(inv) != 5 || !slices.Contains(inv, ref("ConfigMap", "shared")) {
+			t.Errorf("inventory of A: %v, want version 1", refString(inv))
 		}
 	})
 
@@ -355,7 +356,7 @@ func TestApplyPrunes(t *testing.T) {
 		}
 		want := map[string]apply.Action{"keep ConfigMap": apply.Unchanged, "gone ConfigMap": apply.Deleted,
 			"protected ConfigMap": apply.SkippedProtected, "web Deployment": apply.Deleted,
-			"theirs ConfigMap": apply.SkippedNotOwned}
+			"theirs ConfigMap": apply.SkippedNotOwned, "shared ConfigMap": apply.Deleted}
 		if d := cmp.Diff(want, outcome(res)); d != "" {
 			t.Errorf("(-want +got):\n%s", d)
 		}
@@ -366,7 +367,7 @@ func TestApplyPrunes(t *testing.T) {
 		}
 		waitGone(t, ref("ConfigMap", "gone"), 10*time.Second)
 		waitGone(t, ref("Deployment", "web"), 10*time.Second)
-		for _, name := range []string{"keep", "protected", "theirs", "shared"} {
+		for _, name := range []string{"keep", "protected", "theirs"} {
 			if getObject(t, ref("ConfigMap", name)) == nil {
 				t.Errorf("ConfigMap %s was deleted", name)
 			}
@@ -413,7 +414,10 @@ func TestApplyPruneKeepsNamespaceOfAnotherApp(t *testing.T) {
 	mustApply(t, a, ns, appA, parseFile(t, "a.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: "+shared+"}\n---\n"+cm("a")), applyOptions(appA))
 	mustApply(t, a, ns, appB, parseFile(t, "b.yaml", cm("b")), applyOptions(appB))
 
-	res := mustApply(t, a, ns, appA, nil, applyOptions(appA))
+	// Emptying an app is refused unless allowed (see TestOwnershipCLI).
+	empty := applyOptions(appA)
+	empty.AllowEmpty = true
+	res := mustApply(t, a, ns, appA, nil, empty)
 	cmA := diff.Ref{Version: "v1", Kind: "ConfigMap", Namespace: shared, Name: "a"}
 	if o := res.Object(cmA); o == nil || o.Action != apply.Deleted {
 		t.Errorf("ConfigMap a: %+v, want deleted", o)
