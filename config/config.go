@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
@@ -79,6 +80,42 @@ type Source struct {
 	KnownHostsFile string `yaml:"knownHostsFile"`
 	// Verify requires the head commit to be signed by one of these keys.
 	Verify *Verify `yaml:"verify"`
+	// Limits cap what one checkout may write (defaults: 64Mi per file,
+	// 512Mi and 100,000 entries per tree).
+	Limits *Limits `yaml:"limits"`
+}
+
+// Limits cap a checkout: sizes as Kubernetes quantities ("64Mi").
+type Limits struct {
+	MaxFileSize string `yaml:"maxFileSize"`
+	MaxTreeSize string `yaml:"maxTreeSize"`
+	MaxEntries  int    `yaml:"maxEntries"`
+}
+
+// Bytes returns the two sizes in bytes, 0 where unset.
+func (l *Limits) Bytes() (file, tree int64, err error) {
+	if file, err = QuantityBytes(l.MaxFileSize); err != nil {
+		return 0, 0, fmt.Errorf("maxFileSize: %w", err)
+	}
+	if tree, err = QuantityBytes(l.MaxTreeSize); err != nil {
+		return 0, 0, fmt.Errorf("maxTreeSize: %w", err)
+	}
+	return file, tree, nil
+}
+
+// QuantityBytes reads a positive size such as 64Mi or 1G; "" is 0.
+func QuantityBytes(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	q, err := resource.ParseQuantity(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q: want a size such as 64Mi", s)
+	}
+	if q.Sign() <= 0 {
+		return 0, fmt.Errorf("%q: want a positive size", s)
+	}
+	return q.Value(), nil
 }
 
 // Verify names the keys a commit must be signed by: armored OpenPGP public
@@ -275,6 +312,14 @@ func (a *App) Validate() error {
 	if v := a.Source.Verify; v != nil {
 		errs = append(errs, exactlyOne("source.verify", "secretRef", v.SecretRef != nil, "keysFile", v.KeysFile != ""))
 		errs = append(errs, checkRef("source.verify.secretRef", v.SecretRef))
+	}
+	if l := a.Source.Limits; l != nil {
+		if _, _, err := l.Bytes(); err != nil {
+			add("source.limits.%v", err)
+		}
+		if l.MaxEntries < 0 {
+			add("source.limits.maxEntries %d: want a positive number", l.MaxEntries)
+		}
 	}
 	if s := a.Status; s != nil {
 		switch s.Provider {

@@ -54,6 +54,7 @@ func TestParseAccepts(t *testing.T) {
 		{"http status allowed", strings.Replace(good, "apiURL: https://git.example.com", "apiURL: http://git.example.com\n    insecure: true", 1)},
 		{"verify from a file", strings.Replace(good, "secretRef: {name: shop-git}", "secretRef: {name: shop-git}\n    verify: {keysFile: /etc/refit/keys}", 1)},
 		{"service account", strings.Replace(good, "namespace: shop", "namespace: shop\n  serviceAccountName: deployer", 1)},
+		{"checkout limits", strings.Replace(good, "secretRef: {name: shop-git}", "secretRef: {name: shop-git}\n    limits: {maxFileSize: 8Mi, maxTreeSize: 1G, maxEntries: 500}", 1)},
 		{"path in a subfolder with ..", strings.Replace(good, "path: ./deploy", "path: deploy/../overlays/prod", 1)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -118,6 +119,9 @@ func TestParseErrors(t *testing.T) {
 		{"path climbing out", strings.Replace(good, "path: ./deploy", "path: deploy/../../x", 1), `path "deploy/../../x"`},
 		{"serviceAccountName invalid", strings.Replace(good, "namespace: shop", "namespace: shop\n  serviceAccountName: Deployer!", 1), `serviceAccountName "Deployer!": a lowercase RFC 1123 subdomain`},
 		{"verify with both", strings.Replace(good, "secretRef: {name: shop-git}", "secretRef: {name: shop-git}\n    verify: {secretRef: {name: keys}, keysFile: /k}", 1), "source.verify: set secretRef or keysFile, not both"},
+		{"file size not a size", strings.Replace(good, "secretRef: {name: shop-git}", "secretRef: {name: shop-git}\n    limits: {maxFileSize: big}", 1), `source.limits.maxFileSize: "big": want a size such as 64Mi`},
+		{"tree size not positive", strings.Replace(good, "secretRef: {name: shop-git}", "secretRef: {name: shop-git}\n    limits: {maxTreeSize: \"0\"}", 1), `source.limits.maxTreeSize: "0": want a positive size`},
+		{"negative entries", strings.Replace(good, "secretRef: {name: shop-git}", "secretRef: {name: shop-git}\n    limits: {maxEntries: -1}", 1), "source.limits.maxEntries -1"},
 		{"verify with neither", strings.Replace(good, "secretRef: {name: shop-git}", "secretRef: {name: shop-git}\n    verify: {}", 1), "source.verify: set secretRef or keysFile"},
 		{"verify secret name invalid", strings.Replace(good, "secretRef: {name: shop-git}", "secretRef: {name: shop-git}\n    verify: {secretRef: {name: ../keys}}", 1), `source.verify.secretRef.name "../keys"`},
 		{"status token from both", strings.Replace(good, "tokenSecretRef: {name: gitea-token, key: token}", "tokenSecretRef: {name: gitea-token, key: token}\n    tokenFile: /t", 1), "status: set tokenSecretRef or tokenFile, not both"},

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/refit-gitops/refit/config"
 	"github.com/refit-gitops/refit/source"
 )
 
@@ -22,6 +23,8 @@ type sourceFlags struct {
 	username, password   string
 	token, cacheDir      string
 	verifyKeys           string
+	maxFileSize          string
+	maxTreeSize          string
 	allowRemoteBases     bool
 	timeout              time.Duration
 }
@@ -38,6 +41,8 @@ func (f *sourceFlags) register(fl *pflag.FlagSet) {
 	fl.StringVar(&f.token, "token", "", "HTTPS bearer token (or REFIT_GIT_TOKEN)")
 	fl.StringVar(&f.cacheDir, "cache-dir", "", "where checked-out revisions are kept (default: the user cache dir)")
 	fl.StringVar(&f.verifyKeys, "verify-keys", "", "require the commit to be signed by a key of this file (armored OpenPGP public keys, SSH public keys one per line)")
+	fl.StringVar(&f.maxFileSize, "max-file-size", "64Mi", "refuse a commit holding a larger file")
+	fl.StringVar(&f.maxTreeSize, "max-tree-size", "512Mi", "refuse a commit whose files add up to more")
 	fl.BoolVar(&f.allowRemoteBases, "allow-remote-bases", false, "let kustomizations fetch remote bases")
 	fl.DurationVar(&f.timeout, "timeout", time.Minute, "timeout of each Git network call")
 }
@@ -94,6 +99,12 @@ func (f *sourceFlags) sourceOptions() (source.Options, error) {
 		if opts.Verify, err = source.ParseKeys(source.KeySource{Name: f.verifyKeys, Data: data}); err != nil {
 			return opts, fmt.Errorf("--verify-keys: %w", err)
 		}
+	}
+	if opts.Checkout.MaxFileBytes, err = config.QuantityBytes(f.maxFileSize); err != nil {
+		return opts, fmt.Errorf("--max-file-size: %w", err)
+	}
+	if opts.Checkout.MaxTreeBytes, err = config.QuantityBytes(f.maxTreeSize); err != nil {
+		return opts, fmt.Errorf("--max-tree-size: %w", err)
 	}
 	opts.CacheDir, err = sourcesCacheDir(f.cacheDir)
 	return opts, err

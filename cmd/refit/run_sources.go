@@ -39,6 +39,13 @@ func (w *appWiring) sourceOptions(ctx context.Context, a config.App) (source.Opt
 			return opts, fmt.Errorf("source.verify: %w", err)
 		}
 	}
+	if l := a.Source.Limits; l != nil {
+		file, tree, err := l.Bytes()
+		if err != nil {
+			return opts, fmt.Errorf("source.limits: %w", err)
+		}
+		opts.Checkout = source.CheckoutLimits{MaxFileBytes: file, MaxTreeBytes: tree, MaxEntries: l.MaxEntries}
+	}
 	opts.CacheDir, err = sourcesCacheDir(w.cacheDir)
 	return opts, err
 }
