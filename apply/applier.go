@@ -364,6 +364,15 @@ func (w *work) afterRolesValidation() []*item {
 // refit's own state or objects of another app, and an empty render that
 // would prune the whole app.
 func (r *run) checkOwnership(plan *diff.Plan, w *work) error {
+	if err := refuseClaims(plan, r.owners.others); err != nil {
+		return err
+	}
+	return emptyRender(r.opts, len(w.desired), len(w.prunes))
+}
+
+// refuseClaims refuses the objects of plan that are refit's own state or
+// that another app's inventory lists.
+func refuseClaims(plan *diff.Plan, others map[diff.Ref]string) error {
 	refused := refitState(plan.Changes)
 	var desired []*diff.Change
 	for i := range plan.Changes {
@@ -371,11 +380,18 @@ func (r *run) checkOwnership(plan *diff.Plan, w *work) error {
 			desired = append(desired, &plan.Changes[i])
 		}
 	}
-	refused = append(refused, claimedByOthers(desired, r.owners.others)...)
+	refused = append(refused, claimedByOthers(desired, others)...)
 	if len(refused) > 0 {
 		return &ValidationError{Objects: refused}
 	}
-	return emptyRender(r.opts, len(w.desired), len(w.prunes))
+	return nil
+}
+
+// Claims returns the refusal Apply makes, before any write, of the objects
+// of plan that another app's inventory lists or that are refit's own
+// state, so that a plan says it too; nil when there is none.
+func (a *Applier) Claims(ctx context.Context, plan *diff.Plan, app string) error {
+	return refuseClaims(plan, a.otherInventories(ctx, app).others)
 }
 
 // EmptyRender returns the error Apply stops with, before any write, when

@@ -88,6 +88,7 @@ type applier interface {
 	Apply(ctx context.Context, plan *diff.Plan, opts apply.Options) (*apply.Result, error)
 	WaitHealthy(ctx context.Context, plan *diff.Plan, res *apply.Result, opts apply.Options) error
 	Inventory(ctx context.Context, app string) ([]diff.Ref, error)
+	Claims(ctx context.Context, plan *diff.Plan, app string) error
 }
 
 // roller is what the reconciler needs of the in-place engine
@@ -233,6 +234,12 @@ func (r *Reconciler) Plan(ctx context.Context, root string, opts Options) (*diff
 		c.Path, c.Reason = diff.PathRecreate, why
 	}
 	return plan, nil
+}
+
+// Claims returns the refusal Apply would make of plan's objects that
+// another app applied or that are refit's own state (for `refit plan`).
+func (r *Reconciler) Claims(ctx context.Context, plan *diff.Plan, app string) error {
+	return r.applier.Claims(ctx, plan, app)
 }
 
 // Result of Apply.

@@ -64,6 +64,7 @@ func (s *stage) WaitHealthy(ctx context.Context, _ *diff.Plan, res *apply.Result
 }
 
 func (s *stage) Inventory(context.Context, string) ([]diff.Ref, error) { return nil, nil }
+func (s *stage) Claims(context.Context, *diff.Plan, string) error      { return nil }
 
 // engine is a fake in-place engine: every rollout signals that it started,
 // then ends as the test says.

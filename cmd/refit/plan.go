@@ -110,7 +110,11 @@ func (f *planFlags) plan(ctx context.Context) (*diff.Plan, *source.Revision, err
 	opts.App, opts.Path, opts.Namespace = app, f.src.path, ns
 	opts.DefaultPolicy, opts.AllowRemoteBases = diff.Policy(f.policy), f.src.allowRemoteBases
 	plan, err := r.Plan(ctx, root, opts)
-	return plan, rev, err
+	if err != nil {
+		return nil, nil, err
+	}
+	// What the apply would refuse before any write, the plan refuses too.
+	return plan, rev, r.Claims(ctx, plan, app)
 }
 
 // appName is --app, or the app derived from the source (defaultApp).

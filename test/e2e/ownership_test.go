@@ -194,6 +194,14 @@ func TestOwnershipCLI(t *testing.T) {
 		t.Errorf("folder y's ConfigMap is gone")
 	}
 
+	// Folder y claims folder x's ConfigMap: the plan refuses it as the
+	// apply would, naming the other app.
+	writeManifests(t, y, configMap("y", "1")+"\n---\n"+configMap("x", "2"))
+	out, code = runRefitCLI(t, ns, "plan", "--dir", y)
+	if code != 1 || !strings.Contains(out, "ConfigMap/"+ns+"/x") || !strings.Contains(out, "belongs to app") {
+		t.Errorf("plan of folder y claiming folder x's object: exit %d, want 1 naming the other app\n%s", code, out)
+	}
+
 	// Folder y renders nothing now: with --prune, nothing is deleted.
 	writeManifests(t, y, "# everything moved away\n")
 	out, code = runRefitCLI(t, ns, "plan", "--dir", y, "--prune")
