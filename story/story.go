@@ -76,8 +76,13 @@ type Event struct {
 	Time     time.Time `json:"time"`
 	Kind     Kind      `json:"kind"`
 	App      string    `json:"app,omitempty"`
-	Revision string    `json:"revision,omitempty"`
 	Workload diff.Ref  `json:"workload"`
+
+	// Of a sync: where from, and the commit (never credentials).
+	Source   string `json:"source,omitempty"`
+	Revision string `json:"revision,omitempty"`
+	Message  string `json:"message,omitempty"`
+	Author   string `json:"author,omitempty"`
 
 	Images []Image `json:"images,omitempty"`
 	// Pods is the rollout's Pod count; Bound its maxUnavailable.
