@@ -66,6 +66,10 @@ type Result struct {
 	RollbackComplete bool
 	MaxObserved      int // the most Pods seen unavailable at once
 	Duration         time.Duration
+	// Requests refit sent to the API server for this rollout (its rollback
+	// included), and the time they waited on the client-side rate limit.
+	Requests      int
+	RateLimitWait time.Duration
 }
 
 // Progress is reported after every pass that changed something.
@@ -78,6 +82,22 @@ type Progress struct {
 	Patched        []string
 	// RollingBack: the batch puts Pods back on their previous images.
 	RollingBack bool
+	// Start: the first report of a run (of the rollout, or of its
+	// rollback), once its Pods are known; nothing was patched yet.
+	Start bool
+	// Pods are every eligible Pod of the rollout and where it stands.
+	Pods []PodProgress
+}
+
+// PodProgress is one Pod's place in a rollout.
+type PodProgress struct {
+	Name  string
+	Phase Phase
+	// Draining: an old Pod this rollout took out of its endpoints (gate
+	// False) and is about to patch.
+	Draining bool
+	// Reason a Failed Pod failed.
+	Reason string
 }
 
 // Options are per-rollout settings. Start with DefaultOptions.
@@ -116,6 +136,7 @@ type Engine struct {
 
 // New returns an Engine for the cluster cfg points at.
 func New(cfg *rest.Config) (*Engine, error) {
+	cfg = measured(cfg)
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
@@ -180,7 +201,12 @@ func (b *base) setTarget(t Target)     { b.target = t }
 func (e *Engine) Rollout(ctx context.Context, change diff.Change, opts Options) (res Result, err error) {
 	start := e.now()
 	res.Ref = change.Ref
-	defer func() { res.Duration = e.now().Sub(start) }()
+	spent := &cost{}
+	ctx = withCost(ctx, spent)
+	defer func() {
+		res.Duration = e.now().Sub(start)
+		res.Requests, res.RateLimitWait = spent.read()
+	}()
 	if change.Desired == nil {
 		return res, fmt.Errorf("%s: no desired object", change.Ref)
 	}

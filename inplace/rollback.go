@@ -56,7 +56,9 @@ func (e *Engine) rollback(ctx context.Context, change diff.Change, rec rolloutRe
 	rolledBack := 0
 	progress := opts.Progress
 	run.opts.Progress = func(p Progress) {
-		rolledBack += len(p.Patched)
+		if !p.Start {
+			rolledBack += len(p.Patched)
+		}
 		if progress != nil {
 			p.RollingBack = true
 			progress(p)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -43,6 +44,9 @@ type run struct {
 	slowRead time.Time
 	// lastProgress is when a Pod last finished (or the rollout started).
 	lastProgress time.Time
+	// started: the start was reported; pods are the last pass's Pods.
+	started bool
+	pods    []PodProgress
 }
 
 func newRun(e *Engine, w workload, change diff.Change, target Target, opts Options, res *Result) *run {
@@ -149,6 +153,7 @@ func (r *run) pass(ctx context.Context) (bool, error) {
 	for _, uid := range d.Settled {
 		delete(r.pending, uid)
 	}
+	r.pods = r.podProgress(pods, d)
 	for uid, phase := range d.Phases {
 		if phase == PhaseDone && r.marked[uid] {
 			r.unmark(uid)
@@ -164,6 +169,10 @@ func (r *run) pass(ctx context.Context) (bool, error) {
 		r.lastProgress = now
 	}
 	r.res.Total, r.res.Updated = d.Total, d.Done
+	if !r.started {
+		r.started = true
+		r.reportStart(maxUnavailable)
+	}
 	switch {
 	case d.Failed != nil:
 		r.fail(d.Failed.Name, d.Reason)
@@ -200,8 +209,33 @@ func (r *run) pass(ctx context.Context) (bool, error) {
 	} else if err != nil {
 		return false, err
 	}
+	for _, name := range patched {
+		for i := range r.pods {
+			if r.pods[i].Name == name {
+				r.pods[i].Phase, r.pods[i].Draining = PhaseRestarting, false
+			}
+		}
+	}
 	r.report(d.Unavailable+len(patched), maxUnavailable, patched)
 	return false, nil
+}
+
+// podProgress lists the eligible Pods with their phases, by name.
+func (r *run) podProgress(pods []*corev1.Pod, d PassDecision) []PodProgress {
+	out := make([]PodProgress, 0, len(d.Phases))
+	for _, pod := range pods {
+		phase, ok := d.Phases[pod.UID]
+		if !ok {
+			continue
+		}
+		p := PodProgress{Name: pod.Name, Phase: phase, Draining: phase == PhaseOld && r.marked[pod.UID] && !r.pending[pod.UID]}
+		if d.Failed != nil && d.Failed.UID == pod.UID {
+			p.Reason = d.Reason
+		}
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
 }
 
 func (r *run) deadline() time.Duration {
@@ -326,7 +360,15 @@ func (r *run) report(unavailable, maxUnavailable int, patched []string) {
 		return
 	}
 	r.opts.Progress(Progress{Ref: r.change.Ref, Batch: r.batch, Updated: r.res.Updated, Total: r.res.Total,
-		Unavailable: unavailable, MaxUnavailable: maxUnavailable, Patched: patched})
+		Unavailable: unavailable, MaxUnavailable: maxUnavailable, Patched: patched, Pods: r.pods})
+}
+
+func (r *run) reportStart(maxUnavailable int) {
+	if r.opts.Progress == nil {
+		return
+	}
+	r.opts.Progress(Progress{Ref: r.change.Ref, Updated: r.res.Updated, Total: r.res.Total,
+		MaxUnavailable: maxUnavailable, Start: true, Pods: r.pods})
 }
 
 // errStopped ends the pass loop after fail recorded a Failed outcome.
