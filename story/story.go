@@ -103,6 +103,8 @@ type Event struct {
 
 	Duration        time.Duration `json:"duration,omitempty"`
 	MostUnavailable int           `json:"mostUnavailable,omitempty"`
+	// RolledBack Pods were put back on their previous images.
+	RolledBack int `json:"rolledBack,omitempty"`
 	Cost            *Cost         `json:"cost,omitempty"`
 }
 
