@@ -104,8 +104,8 @@ type Event struct {
 	Duration        time.Duration `json:"duration,omitempty"`
 	MostUnavailable int           `json:"mostUnavailable,omitempty"`
 	// RolledBack Pods were put back on their previous images.
-	RolledBack int `json:"rolledBack,omitempty"`
-	Cost            *Cost         `json:"cost,omitempty"`
+	RolledBack int   `json:"rolledBack,omitempty"`
+	Cost       *Cost `json:"cost,omitempty"`
 }
 
 // Sink receives events; it must be safe for concurrent use and must not
