@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -31,6 +32,10 @@ type HTTPOptions struct {
 	// MetricsListen, when set, serves /metrics on this address only (e.g.
 	// a port reachable by Prometheus but not from outside), not on Listen.
 	MetricsListen string
+	// View, if set, is the live view, served at / (every path no other
+	// handler takes). Its event stream is not counted in MaxInFlight: it
+	// lives long and the view caps its own viewers.
+	View http.Handler
 }
 
 // DefaultHTTPOptions: a webhook is a few kB sent at once, and a Git host
@@ -66,7 +71,8 @@ func (o HTTPOptions) withDefaults() HTTPOptions {
 	return o
 }
 
-// serveHTTP serves the probes, the metrics and the webhooks on opts.Listen.
+// serveHTTP serves the probes, the metrics, the webhooks and the view on
+// opts.Listen.
 func serveHTTP(opts ServiceOptions, ready *atomic.Bool, errs chan<- error) (*http.Server, string, error) {
 	return serveHTTPWith(opts, opts.HTTP, ready, errs)
 }
@@ -110,13 +116,31 @@ func serveHTTPWith(opts ServiceOptions, hopts HTTPOptions, ready *atomic.Bool, e
 		}
 		return nil, "", fmt.Errorf("listen on %s: %w", opts.Listen, err)
 	}
+	// streams ends the view's event streams when the server shuts down:
+	// Shutdown waits for connections to go idle, and a stream never does.
+	streams, endStreams := context.WithCancel(context.Background())
+	if hopts.View != nil {
+		mux.Handle("/", limit.wrap(hopts.View))
+		mux.Handle("/events", endWith(streams, hopts.View))
+	}
 	srv := newServer(mux, hopts)
+	srv.RegisterOnShutdown(endStreams)
 	if metricsSrv != nil {
 		srv.RegisterOnShutdown(func() { _ = metricsSrv.Close() })
 		go serve(metricsSrv, metricsL, errs)
 	}
 	go serve(srv, l, errs)
 	return srv, l.Addr().String(), nil
+}
+
+// endWith serves h with a request context that also ends with stop.
+func endWith(stop context.Context, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithCancel(r.Context())
+		defer cancel()
+		defer context.AfterFunc(stop, cancel)()
+		h.ServeHTTP(w, r.WithContext(ctx))
+	})
 }
 
 func newServer(h http.Handler, o HTTPOptions) *http.Server {
