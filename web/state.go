@@ -51,6 +51,7 @@ type Rollout struct {
 	Reason          string        `json:"reason,omitempty"`
 	Duration        time.Duration `json:"duration,omitempty"`
 	MostUnavailable int           `json:"mostUnavailable,omitempty"`
+	RolledBack      int           `json:"rolledBack,omitempty"`
 	Cost            *story.Cost   `json:"cost,omitempty"`
 }
 
@@ -111,14 +112,21 @@ func (s *State) apply(e story.Event, keep int) {
 			}
 		}
 	case story.RollbackStarted:
-		s.rollout(e).RollingBack = true
+		r := s.rollout(e)
+		r.RollingBack, r.Window = true, nil
+		if len(e.PodStates) > 0 {
+			r.Pods = clone(e.PodStates)
+		}
 	case story.Fallback:
 		r := s.rollout(e)
 		r.Outcome, r.Reason = "Fallback", e.Reason
 		s.finish(e, keep)
 	case story.RolloutEnded:
 		r := s.rollout(e)
-		r.Outcome, r.Duration, r.MostUnavailable = e.Outcome, e.Duration, e.MostUnavailable
+		r.Outcome, r.Duration, r.MostUnavailable, r.RolledBack = e.Outcome, e.Duration, e.MostUnavailable, e.RolledBack
+		if e.Pods > 0 {
+			r.Total, r.Updated = e.Pods, e.Updated
+		}
 		if e.Reason != "" {
 			r.Reason = e.Reason
 		}

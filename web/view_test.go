@@ -36,7 +36,7 @@ func rollout() []story.Event {
 		{Time: t0, Kind: story.SyncStarted, App: "shop", Source: "https://git.example/shop.git", Revision: "0123456789abcdef",
 			Message: "shop: web on nginx:1.28\n\nbody", Author: "Ada <ada@example.com>"},
 		{Time: t0, Kind: story.RolloutStarted, App: "shop", Workload: dep, Pods: 3, Bound: 1,
-			Images: []story.Image{{Container: "web", From: "nginx:1.27", To: "nginx:1.28"}},
+			Images:    []story.Image{{Container: "web", From: "nginx:1.27", To: "nginx:1.28"}},
 			PodStates: pods(story.PodOld, story.PodOld, story.PodOld)},
 		{Time: t0.Add(time.Second), Kind: story.Batch, App: "shop", Workload: dep, Batch: 1, Updated: 0, Unavailable: 1,
 			Patched: []string{"web-a"}, PodStates: pods(story.PodRestarting, story.PodOld, story.PodOld)},
@@ -48,7 +48,7 @@ func rollout() []story.Event {
 func ended() []story.Event {
 	return []story.Event{
 		{Time: t0.Add(5 * time.Second), Kind: story.RolloutEnded, App: "shop", Workload: dep, Outcome: "Succeeded",
-			Duration: 5 * time.Second, MostUnavailable: 1, Cost: &story.Cost{Requests: 12, RequestsPerPod: 4}},
+			Pods: 3, Updated: 3, Duration: 5 * time.Second, MostUnavailable: 1, Cost: &story.Cost{Requests: 12, RequestsPerPod: 4}},
 		{Time: t0.Add(6 * time.Second), Kind: story.SyncEnded, App: "shop", Revision: "0123456789abcdef", Outcome: "Applied"},
 	}
 }
@@ -90,7 +90,7 @@ func TestPageRendersTheEvents(t *testing.T) {
 		v.Emit(e)
 	}
 	body = get(t, v, "/").Body.String()
-	for _, want := range []string{`Applied`, `data-outcome="Succeeded"`, `<td>5s</td>`, `<td>1/3</td>`, `1 (bound 1)`, `<td>4.0</td>`} {
+	for _, want := range []string{`Applied`, `data-outcome="Succeeded"`, `<td>5s</td>`, `<td>3/3</td>`, `1 (bound 1)`, `<td>4.0</td>`} {
 		if !strings.Contains(body, want) {
 			t.Errorf("page after the end lacks %q", want)
 		}
