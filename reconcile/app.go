@@ -13,6 +13,7 @@ import (
 	"github.com/refit-gitops/refit/diff"
 	"github.com/refit-gitops/refit/inplace"
 	"github.com/refit-gitops/refit/source"
+	"github.com/refit-gitops/refit/story"
 )
 
 // CommitState is the state refit reports for a commit.
@@ -268,21 +269,28 @@ func (l *appLoop) nextWait() time.Duration {
 func (l *appLoop) sync(ctx context.Context, rev source.Revision, newCommit bool) (outcome, error) {
 	app, st := l.app, &l.st
 	log := logr.FromContextOrDiscard(ctx).WithValues("revision", short(rev.Commit))
+	// The events carry their revision themselves: logged through the app's
+	// logger, not log, so no record has the key twice.
+	tell := story.Sinks{LogSink{Log: logr.FromContextOrDiscard(ctx)}, app.Options.Story}
+	opts := app.Options
+	opts.Story = tell
+	started := l.now()
 	if newCommit {
-		log.Info("new revision", "message", firstLine(rev.Message))
+		tell.Emit(story.Event{Time: started, Kind: story.SyncStarted, App: app.Name, Source: rev.URL, Revision: rev.Commit,
+			Message: firstLine(rev.Message), Author: rev.Author})
 		l.report(ctx, rev.Commit, CommitPending, "refit is applying "+short(rev.Commit))
 		// Recorded before anything is applied: if refit dies during this
 		// sync, the next start counts it (see recall).
 		l.remember(ctx, beginAttempt(st.memory, rev.Commit))
 	}
-	plan, err := l.pipe.Plan(ctx, rev.Dir, app.Options)
+	plan, err := l.pipe.Plan(ctx, rev.Dir, opts)
 	if err == nil {
 		s := plan.Summary()
 		if plan.HasChanges() || newCommit {
 			log.Info("plan", "summary", s.String())
 		}
 		var res *Result
-		res, err = l.pipe.Apply(ctx, plan, app.Options)
+		res, err = l.pipe.Apply(ctx, plan, opts)
 		if err == nil || isHealthError(err) {
 			// A failed rollout counts even when health failed too.
 			err = rolloutFailure(res, err)
@@ -296,6 +304,8 @@ func (l *appLoop) sync(ctx context.Context, rev source.Revision, newCommit bool)
 			reason = err.Error()
 		}
 		l.remember(ctx, finishAttempt(st.memory, rev.Commit, out, reason))
+		tell.Emit(story.Event{Time: l.now(), Kind: story.SyncEnded, App: app.Name, Source: rev.URL, Revision: rev.Commit,
+			Outcome: string(out), Reason: reason, Duration: l.now().Sub(started)})
 	}
 	switch out {
 	case outcomeSuccess:

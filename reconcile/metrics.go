@@ -19,6 +19,8 @@ type metrics struct {
 	podsUpdated     *prometheus.CounterVec
 	podsFailed      *prometheus.CounterVec
 	rolloutDuration *prometheus.HistogramVec
+	rateLimitWait   *prometheus.HistogramVec
+	requestsPerPod  *prometheus.HistogramVec
 
 	mu      sync.Mutex
 	current map[string]string // app → revision in revisionInfo
@@ -46,9 +48,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "refit_inplace_rollout_duration_seconds", Help: "Duration of in-place rollouts.",
 			Buckets: prometheus.ExponentialBuckets(0.5, 2, 12),
 		}, []string{"app"}),
+		rateLimitWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "refit_inplace_ratelimit_wait_seconds", Help: "Time an in-place rollout's requests waited on the client-side rate limit (--qps, --burst), per rollout.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
+		}, []string{"app"}),
+		requestsPerPod: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "refit_inplace_requests_per_pod", Help: "API requests refit sent per Pod of an in-place rollout, per rollout.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
+		}, []string{"app"}),
 		current: map[string]string{},
 	}
-	reg.MustRegister(m.reconciles, m.duration, m.revisionInfo, m.podsUpdated, m.podsFailed, m.rolloutDuration)
+	reg.MustRegister(m.reconciles, m.duration, m.revisionInfo, m.podsUpdated, m.podsFailed, m.rolloutDuration,
+		m.rateLimitWait, m.requestsPerPod)
 	return m
 }
 
@@ -84,6 +95,10 @@ func (m *metrics) rollout(app string, r inplace.Result) {
 		m.podsFailed.WithLabelValues(app).Inc()
 	}
 	m.rolloutDuration.WithLabelValues(app).Observe(r.Duration.Seconds())
+	m.rateLimitWait.WithLabelValues(app).Observe(r.RateLimitWait.Seconds())
+	if r.Total > 0 {
+		m.requestsPerPod.WithLabelValues(app).Observe(float64(r.Requests) / float64(r.Total))
+	}
 }
 
 func isHealthError(err error) bool {

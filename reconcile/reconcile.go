@@ -24,6 +24,7 @@ import (
 	"github.com/refit-gitops/refit/diff"
 	"github.com/refit-gitops/refit/inplace"
 	"github.com/refit-gitops/refit/render"
+	"github.com/refit-gitops/refit/story"
 )
 
 // Options of one reconciliation. Start with DefaultOptions.
@@ -47,6 +48,9 @@ type Options struct {
 	InPlace          inplace.Options
 	// Log receives progress lines; nil discards them.
 	Log io.Writer
+	// Story, if set, receives the events of the reconciliation (the
+	// service logs them and the browser view draws them).
+	Story story.Sink
 }
 
 // DefaultOptions prune, wait five minutes, and roll image-only changes out
@@ -282,6 +286,7 @@ func (r *Reconciler) Apply(ctx context.Context, plan *diff.Plan, opts Options) (
 	if r.gates != nil {
 		r.gates.Set(opts.App, gatedWorkloads(plan))
 	}
+	tellFallbacks(plan, opts, tellers(opts, log))
 
 	ao := apply.DefaultOptions()
 	ao.App, ao.Prune, ao.Timeout, ao.AllowEmpty = opts.App, opts.Prune, opts.Timeout, opts.AllowEmpty
@@ -338,32 +343,35 @@ func (r *Reconciler) waitHealthy(ctx context.Context, plan *diff.Plan, res *appl
 	return err
 }
 
-// rollOut runs the in-place rollouts, one goroutine per workload.
+// rollOut runs the in-place rollouts, one goroutine per workload, and
+// tells their story to opts.Story and, as lines, to opts.Log.
 func (r *Reconciler) rollOut(ctx context.Context, rollouts []diff.Change, opts Options, log *lockedWriter) ([]inplace.Result, []error) {
 	results := make([]inplace.Result, len(rollouts))
 	errs := make([]error, len(rollouts))
+	sink := tellers(opts, log)
 	var wg sync.WaitGroup
 	for i, c := range rollouts {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			t := rolloutTeller{sink: sink, app: opts.App, change: c, now: time.Now}
 			io := opts.InPlace
 			io.Progress = func(p inplace.Progress) {
-				msg := fmt.Sprintf("batch %d, %d/%d updated, %d/%d unavailable%s", p.Batch, p.Updated, p.Total,
-					p.Unavailable, p.MaxUnavailable, patchedList(p.Patched))
-				log.printf("%s: in place: %s", p.Ref, msg)
+				t.progress(p)
+				if p.Start && !p.RollingBack {
+					r.event(c, corev1.EventTypeNormal, "InPlaceStarted", imagesOf(c))
+				}
 				if len(p.Patched) > 0 {
-					r.event(c, corev1.EventTypeNormal, "InPlaceBatch", msg)
+					r.event(c, corev1.EventTypeNormal, "InPlaceBatch", fmt.Sprintf("batch %d, %d/%d updated, %d/%d unavailable%s",
+						p.Batch, p.Updated, p.Total, p.Unavailable, p.MaxUnavailable, patchedList(p.Patched)))
 				}
 			}
-			log.printf("%s: in place: %s", c.Ref, imagesOf(c))
-			r.event(c, corev1.EventTypeNormal, "InPlaceStarted", imagesOf(c))
 			results[i], errs[i] = r.engine.Rollout(ctx, c, io)
 			if errs[i] != nil {
 				return
 			}
 			ro := results[i]
-			log.printf("%s: in place: %s", c.Ref, describe(ro))
+			t.result(ro)
 			r.metrics.rollout(opts.App, ro)
 			switch ro.Outcome {
 			case inplace.Succeeded:
@@ -377,6 +385,28 @@ func (r *Reconciler) rollOut(ctx context.Context, rollouts []diff.Change, opts O
 	}
 	wg.Wait()
 	return results, errs
+}
+
+// tellers are where a reconciliation's story goes: opts.Story, and the
+// CLI's lines when there is a writer for them.
+func tellers(opts Options, log *lockedWriter) story.Sink {
+	sinks := story.Sinks{opts.Story}
+	if log.w != nil {
+		sinks = append(sinks, lineSink{w: log})
+	}
+	return sinks
+}
+
+// tellFallbacks tells the workloads the plan sends the ordinary way
+// although their policy prefers in place (a structural change, or the
+// in-place path's preconditions do not hold), with the plan's reason.
+func tellFallbacks(plan *diff.Plan, opts Options, sink story.Sink) {
+	for _, c := range plan.Changes {
+		if c.Action != diff.Update || c.Path != diff.PathRecreate || !diff.IsWorkload(c.Ref.GroupKind()) || c.Reason == "" {
+			continue
+		}
+		sink.Emit(story.Event{Time: time.Now(), Kind: story.Fallback, App: opts.App, Workload: c.Ref, Reason: c.Reason})
+	}
 }
 
 // lockedWriter serialises the progress lines of concurrent rollouts and of

@@ -13,6 +13,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
+
+	"github.com/refit-gitops/refit/story"
 )
 
 // ServiceOptions configure Serve.
@@ -37,6 +39,9 @@ type ServiceOptions struct {
 	// identity (see For); the other apps run with the Reconciler Serve is
 	// called on.
 	AppReconcilers map[string]*Reconciler
+	// Story, if set, receives every event of every app (the browser view)
+	// besides the log, which records each one.
+	Story story.Sink
 }
 
 // Serve runs the apps until ctx ends (or, with leader election, until
@@ -70,6 +75,9 @@ func (r *Reconciler) Serve(ctx context.Context, apps []App, opts ServiceOptions)
 		}
 		for _, app := range apps {
 			rec := r.of(app.Name, opts.AppReconcilers)
+			if opts.Story != nil {
+				app.Options.Story = story.Sinks{app.Options.Story, opts.Story}
+			}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
