@@ -19,9 +19,11 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
 
 	"github.com/refit-gitops/refit/config"
 	"github.com/refit-gitops/refit/reconcile"
+	"github.com/refit-gitops/refit/web"
 )
 
 type runFlags struct {
@@ -83,6 +85,9 @@ serves /metrics, /healthz and /readyz.`,
 func (f *runFlags) run(ctx context.Context, stderr io.Writer) error {
 	log := newLogger(stderr, f.logFormat, f.verbosity)
 	ctx = logr.NewContext(ctx, log)
+	// client-go (leader election, the event broadcaster, reflectors) logs
+	// through klog: the service shows its trouble in the same records.
+	klog.SetLogger(log.WithName("client-go"))
 	cfg, ns, err := f.kube.config()
 	if err != nil {
 		return err
@@ -125,9 +130,12 @@ func (f *runFlags) run(ctx context.Context, stderr io.Writer) error {
 	if identity == "" {
 		identity, _ = os.Hostname()
 	}
+	// The live view draws the events the log records (served on --listen).
+	view := web.New(web.DefaultOptions())
 	return r.Serve(ctx, built.apps, reconcile.ServiceOptions{
 		Listen: f.listen, Hooks: built.hooks, Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
-		HTTP:           reconcile.HTTPOptions{MetricsListen: f.metricsListen},
+		HTTP:           reconcile.HTTPOptions{MetricsListen: f.metricsListen, View: view},
+		Story:          view,
 		LeaderElection: f.leaderElect, LeaseNamespace: homeNS, LeaseName: "refit-leader", Identity: identity, Client: client,
 		AppReconcilers: built.own,
 	})
