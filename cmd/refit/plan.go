@@ -26,6 +26,9 @@ type planFlags struct {
 	// prune: the apply this previews deletes what left Git. Without it
 	// deletions are not listed: the apply would not make them.
 	prune bool
+	// diff: each changed object's YAML diff, live against what the
+	// apply would leave there.
+	diff bool
 }
 
 func newPlanCommand() *cobra.Command {
@@ -49,6 +52,7 @@ Exit status: 0 no changes, 2 changes, 1 error.`,
 	cmd.Flags().BoolVar(&f.prune, "prune", false, "preview an apply with --prune: list the objects that left Git as deletions")
 	cmd.Flags().StringVar(&f.policy, "policy", string(diff.InPlaceIfPossible), "update policy of workloads without the refit.dev/update-policy annotation")
 	cmd.Flags().StringVarP(&f.output, "output", "o", "text", "output format: text or json")
+	cmd.Flags().BoolVar(&f.diff, "diff", false, "show a unified diff of each changed object's YAML: live against what the apply would leave (server-set fields left out, Secret values masked)")
 	return cmd
 }
 
@@ -71,9 +75,16 @@ func (f *planFlags) run(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	plan, kept := previewed(plan, f.prune)
+	var diffs []string
+	if f.diff {
+		if diffs, err = planDiffs(plan); err != nil {
+			return err
+		}
+	}
 	if f.output == "json" {
-		err = writePlanJSON(out, plan, rev, kept)
+		err = writePlanJSON(out, plan, rev, kept, diffs)
 	} else {
+		writeDiffs(out, diffs, colours(out))
 		writePlanText(out, plan, colours(out))
 		writeKept(out, kept)
 	}
@@ -236,18 +247,26 @@ type jsonChange struct {
 	Reason    string             `json:"reason,omitempty"`
 	Images    []diff.ImageChange `json:"images,omitempty"`
 	Fields    []string           `json:"fields,omitempty"`
+	// Diff is the unified diff of --diff.
+	Diff string `json:"diff,omitempty"`
 }
 
-func writePlanJSON(out io.Writer, plan *diff.Plan, rev *source.Revision, notPruned int) error {
+// writePlanJSON writes plan; diffs (from planDiffs, or nil) gives each
+// change its diff.
+func writePlanJSON(out io.Writer, plan *diff.Plan, rev *source.Revision, notPruned int, diffs []string) error {
 	jp := jsonPlan{Changes: []jsonChange{}, NotPruned: notPruned}
 	if rev != nil {
 		jp.Revision = rev.Commit
 	}
-	for _, ch := range plan.Changes {
-		jp.Changes = append(jp.Changes, jsonChange{
+	for i, ch := range plan.Changes {
+		jc := jsonChange{
 			Kind: ch.Ref.Kind, Group: ch.Ref.Group, Namespace: ch.Ref.Namespace, Name: ch.Ref.Name, Source: ch.Source,
 			Action: ch.Action, Class: ch.Class, Policy: ch.Policy, Path: ch.Path, Reason: ch.Reason, Images: ch.Images, Fields: ch.Fields,
-		})
+		}
+		if diffs != nil {
+			jc.Diff = diffs[i]
+		}
+		jp.Changes = append(jp.Changes, jc)
 	}
 	enc := json.NewEncoder(out)
 	enc.SetIndent("", "  ")

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -345,5 +346,55 @@ metadata: {name: w}`)
 	p := plan(t, ns, objs)
 	if got := p.Changes[1].Ref; got.Namespace != ns || p.Changes[1].Action != diff.Create {
 		t.Errorf("widget planned as %s %s, want Create in namespace %s", p.Changes[1].Action, got, ns)
+	}
+}
+
+// refit plan --diff shows a Deployment's env change against the live
+// cluster: the old value and the new, without what the server keeps
+// (managedFields, status, uid…); -o json carries the same diff.
+func TestPlanDiffShowsValues(t *testing.T) {
+	ns := namespace(t)
+	dir := t.TempDir()
+	app := `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: main
+        image: "nginx:1.27"
+        env:
+        - {name: LOG_LEVEL, value: info}
+        - {name: WORKERS, value: "4"}
+`
+	writeManifests(t, dir, app)
+	if out, code := runRefitCLI(t, ns, "apply", "--dir", dir, "--app", ns, "--wait"); code != 0 {
+		t.Fatalf("apply: exit %d\n%s", code, out)
+	}
+	writeManifests(t, dir, strings.Replace(app, "value: info", "value: debug", 1))
+	out, code := runRefitCLI(t, ns, "plan", "--dir", dir, "--app", ns, "--diff")
+	if code != 2 {
+		t.Fatalf("plan --diff: exit %d, want 2\n%s", code, out)
+	}
+	for _, want := range []string{"--- live/Deployment.apps/" + ns + "/web\n", "+++ git/Deployment.apps/" + ns + "/web\n",
+		"\n-          value: info\n", "\n+          value: debug\n", "\n           value: \"4\"\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("plan --diff lacks %q:\n%s", want, out)
+		}
+	}
+	for _, noise := range []string{"managedFields", "status:", "uid:", "resourceVersion:", "observedGeneration"} {
+		if strings.Contains(out, noise) {
+			t.Errorf("plan --diff shows %q:\n%s", noise, out)
+		}
+	}
+	out, code = runRefitCLI(t, ns, "plan", "--dir", dir, "--app", ns, "--diff", "-o", "json")
+	var plan struct{ Changes []struct{ Name, Diff string } }
+	if err := json.Unmarshal([]byte(out), &plan); err != nil || code != 2 || len(plan.Changes) != 1 ||
+		!strings.Contains(plan.Changes[0].Diff, "\n-          value: info\n+          value: debug\n") {
+		t.Fatalf("plan --diff -o json: exit %d, %v\n%s", code, err, out)
 	}
 }
