@@ -40,6 +40,8 @@ func newPlanCommand() *cobra.Command {
 dry-run (so defaults and other managers' fields are not changes), and says for
 each changed object what would happen: created, updated in place (only
 container images differ), recreated by its controller (and why), or deleted.
+--diff adds each changed object's unified diff: live against that dry-run's
+result, without the fields the server sets, Secret values masked.
 Exit status: 0 no changes, 2 changes, 1 error.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

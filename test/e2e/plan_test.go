@@ -380,6 +380,7 @@ spec:
 	if code != 2 {
 		t.Fatalf("plan --diff: exit %d, want 2\n%s", code, out)
 	}
+	t.Logf("refit plan --diff:\n%s", out)
 	for _, want := range []string{"--- live/Deployment.apps/" + ns + "/web\n", "+++ git/Deployment.apps/" + ns + "/web\n",
 		"\n-          value: info\n", "\n+          value: debug\n", "\n           value: \"4\"\n"} {
 		if !strings.Contains(out, want) {
