@@ -16,15 +16,19 @@ const module = "github.com/refit-gitops/refit"
 
 // allowed lists, for each package, the refit packages it may import.
 var allowed = map[string][]string{
-	"source":    nil,
-	"render":    nil,
-	"diff":      nil,
-	"config":    nil,
-	"status":    nil,
-	"apply":     {"diff"},
-	"inplace":   {"diff"},
-	"reconcile": {"source", "render", "diff", "apply", "inplace"},
-	"cmd/refit": {"source", "render", "diff", "apply", "inplace", "reconcile", "config", "status"},
+	"source": nil,
+	"render": nil,
+	"diff":   nil,
+	"config": nil,
+	"status": nil,
+	"apply":  {"diff"},
+	// story is the event stream every stage may tell (it names workloads
+	// by diff.Ref); web only draws it.
+	"story":     {"diff"},
+	"inplace":   {"diff", "story"},
+	"reconcile": {"source", "render", "diff", "apply", "inplace", "story"},
+	"web":       {"diff", "story"},
+	"cmd/refit": {"source", "render", "diff", "apply", "inplace", "reconcile", "config", "status", "story", "web"},
 }
 
 func TestImportsGoOneWay(t *testing.T) {
