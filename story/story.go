@@ -93,6 +93,10 @@ type Event struct {
 	Updated     int      `json:"updated,omitempty"`
 	Unavailable int      `json:"unavailable,omitempty"`
 	Patched     []string `json:"patched,omitempty"`
+	// Draining are the batch's Pods taken out of their endpoints (gate
+	// False) for the grace before their patch; a Batch event with Draining
+	// comes before the one with Patched.
+	Draining    []string `json:"draining,omitempty"`
 	RollingBack bool     `json:"rollingBack,omitempty"`
 	// PodStates is every Pod of the rollout and its state, for the view.
 	PodStates []Pod `json:"podStates,omitempty"`
