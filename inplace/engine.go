@@ -82,6 +82,9 @@ type Progress struct {
 	Patched        []string
 	// RollingBack: the batch puts Pods back on their previous images.
 	RollingBack bool
+	// Draining are Pods of the batch whose gate was just set False: they
+	// wait out the grace before their patch (Patched is then empty).
+	Draining []string
 	// Start: the first report of a run (of the rollout, or of its
 	// rollback), once its Pods are known; nothing was patched yet.
 	Start bool

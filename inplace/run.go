@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -203,7 +204,7 @@ func (r *run) pass(ctx context.Context) (bool, error) {
 	if len(batch) == 0 {
 		return false, nil
 	}
-	patched, err := r.patchBatch(ctx, batch)
+	patched, err := r.patchBatch(ctx, batch, maxUnavailable)
 	if errors.Is(err, errStopped) {
 		return true, nil
 	} else if err != nil {
@@ -256,7 +257,7 @@ func (r *run) openGates(ctx context.Context, pods []*corev1.Pod) error {
 
 // patchBatch drains (with the gate) and patches the batch. Pods the API
 // server refuses to patch stop the rollout at once, with its message.
-func (r *run) patchBatch(ctx context.Context, batch []*corev1.Pod) ([]string, error) {
+func (r *run) patchBatch(ctx context.Context, batch []*corev1.Pod, maxUnavailable int) ([]string, error) {
 	r.batch++
 	if r.gate {
 		for _, pod := range batch {
@@ -265,6 +266,7 @@ func (r *run) patchBatch(ctx context.Context, batch []*corev1.Pod) ([]string, er
 			}
 		}
 		if r.opts.Grace > 0 {
+			r.reportDraining(batch, maxUnavailable)
 			select {
 			case <-ctx.Done():
 				return nil, ctx.Err()
@@ -360,7 +362,25 @@ func (r *run) report(unavailable, maxUnavailable int, patched []string) {
 		return
 	}
 	r.opts.Progress(Progress{Ref: r.change.Ref, Batch: r.batch, Updated: r.res.Updated, Total: r.res.Total,
-		Unavailable: unavailable, MaxUnavailable: maxUnavailable, Patched: patched, Pods: r.pods})
+		Unavailable: unavailable, MaxUnavailable: maxUnavailable, Patched: patched, Pods: slices.Clone(r.pods)})
+}
+
+// reportDraining tells the batch's Pods that wait out the grace.
+func (r *run) reportDraining(batch []*corev1.Pod, maxUnavailable int) {
+	if r.opts.Progress == nil {
+		return
+	}
+	names := make([]string, 0, len(batch))
+	for _, pod := range batch {
+		names = append(names, pod.Name)
+		for i := range r.pods {
+			if r.pods[i].Name == pod.Name {
+				r.pods[i].Draining = true
+			}
+		}
+	}
+	r.opts.Progress(Progress{Ref: r.change.Ref, Batch: r.batch, Updated: r.res.Updated, Total: r.res.Total,
+		MaxUnavailable: maxUnavailable, Draining: names, Pods: slices.Clone(r.pods)})
 }
 
 func (r *run) reportStart(maxUnavailable int) {
@@ -368,7 +388,7 @@ func (r *run) reportStart(maxUnavailable int) {
 		return
 	}
 	r.opts.Progress(Progress{Ref: r.change.Ref, Updated: r.res.Updated, Total: r.res.Total,
-		MaxUnavailable: maxUnavailable, Start: true, Pods: r.pods})
+		MaxUnavailable: maxUnavailable, Start: true, Pods: slices.Clone(r.pods)})
 }
 
 // errStopped ends the pass loop after fail recorded a Failed outcome.

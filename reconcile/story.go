@@ -37,6 +37,7 @@ func (t rolloutTeller) progress(p inplace.Progress) {
 	default:
 		e = t.event(story.Batch)
 		e.Batch, e.Unavailable, e.Patched, e.RollingBack = p.Batch, p.Unavailable, p.Patched, p.RollingBack
+		e.Draining = p.Draining
 	}
 	e.Pods, e.Bound, e.Updated = p.Total, p.MaxUnavailable, p.Updated
 	e.PodStates = podStates(p.Pods)
@@ -110,7 +111,9 @@ func (s lineSink) Emit(e story.Event) {
 	case story.RolloutStarted:
 		s.w.printf("%s: in place: %s", e.Workload, imagesLine(e.Images))
 	case story.Batch:
-		s.w.printf("%s: in place: %s", e.Workload, batchLine(e))
+		if len(e.Draining) == 0 { // the batch's line comes with its patch
+			s.w.printf("%s: in place: %s", e.Workload, batchLine(e))
+		}
 	case story.Fallback:
 		// A Fallback the plan decided (no Outcome) is in the plan's output.
 		if e.Outcome != "" {
@@ -170,6 +173,7 @@ const (
 	keyUpdated         = "updated"
 	keyUnavailable     = "unavailable"
 	keyPatched         = "patched"
+	keyDraining        = "draining"
 	keyRollingBack     = "rollingBack"
 	keyPod             = "pod"
 	keyOutcome         = "outcome"
@@ -228,6 +232,9 @@ func (s LogSink) Emit(e story.Event) {
 	case story.Batch:
 		kv = append(kv, keyBatch, e.Batch, keyUpdated, e.Updated, keyPods, e.Pods, keyUnavailable, e.Unavailable,
 			keyBound, e.Bound, keyPatched, e.Patched, keyRollingBack, e.RollingBack)
+		if len(e.Draining) > 0 {
+			kv = append(kv, keyDraining, e.Draining)
+		}
 	case story.PodFailed:
 		kv = append(kv, keyPod, e.Pod, keyReason, e.Reason)
 	case story.Fallback:

@@ -110,6 +110,7 @@ func TestLineSink(t *testing.T) {
 	for _, e := range []story.Event{
 		{Kind: story.SyncStarted, Revision: "abc"},
 		{Kind: story.RolloutStarted, Workload: webRef, Images: []story.Image{{Container: "app", From: "app:1", To: "app:2"}}, Pods: 3, Bound: 1},
+		{Kind: story.Batch, Workload: webRef, Batch: 1, Pods: 3, Bound: 1, Draining: []string{"web-a"}},
 		{Kind: story.Batch, Workload: webRef, Batch: 1, Updated: 0, Pods: 3, Unavailable: 1, Bound: 1, Patched: []string{"web-a"}},
 		{Kind: story.PodFailed, Workload: webRef, Pod: "web-a", Reason: "ErrImagePull"},
 		{Kind: story.RolloutEnded, Workload: webRef, Outcome: "Failed", Pod: "web-a", Reason: "ErrImagePull", RolledBack: 1},
