@@ -3,7 +3,8 @@
 // `refit run`, then commits an image bump and shows the Pods restarting in
 // place (same names and UIDs, restart count 1, batches bounded by
 // maxUnavailable) and the commit status refit reports. It stops everything it
-// started before it exits. `make demo` runs it.
+// started before it exits. `make demo` runs it. refit's live view is at the
+// address it prints: open it before the push to watch the Pods change.
 package main
 
 import (
@@ -39,10 +40,14 @@ const (
 )
 
 func main() {
-	refitBin := flag.String("refit", "bin/refit", "the refit binary to run")
+	var o demoOptions
+	flag.StringVar(&o.refit, "refit", "bin/refit", "the refit binary to run")
+	flag.DurationVar(&o.pause, "pause", 15*time.Second, "time to open the live view before the image bump is pushed")
+	flag.DurationVar(&o.linger, "linger", 10*time.Second, "time to look at the live view after the rollout, before everything stops")
+	flag.DurationVar(&o.grace, "grace", 3*time.Second, "refit run --grace: how long each batch drains, so the rollout is slow enough to watch")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, *refitBin)
+	err := run(ctx, o)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
@@ -76,9 +81,17 @@ spec:
 	}
 }
 
-func run(ctx context.Context, refitBin string) error {
-	if _, err := os.Stat(refitBin); err != nil {
-		return fmt.Errorf("%s: %w (run make build first)", refitBin, err)
+// demoOptions are the demo's flags.
+type demoOptions struct {
+	refit  string
+	pause  time.Duration
+	linger time.Duration
+	grace  time.Duration
+}
+
+func run(ctx context.Context, o demoOptions) error {
+	if _, err := os.Stat(o.refit); err != nil {
+		return fmt.Errorf("%s: %w (run make build first)", o.refit, err)
 	}
 	say("Starting a local Kubernetes cluster (real kube-apiserver, etcd, controller-manager, scheduler; 4 kwok nodes)")
 	copts := cluster.DefaultOptions()
@@ -110,7 +123,7 @@ func run(ctx context.Context, refitBin string) error {
 	}
 	fmt.Printf("  pushed %s  web: %d replicas of nginx:1.27, maxUnavailable %d\n", first[:8], replicas, bound)
 
-	addr, svc, err := startRefit(ctx, refitBin, bed, git)
+	addr, svc, err := startRefit(ctx, o, bed, git)
 	if err != nil {
 		return err
 	}
@@ -127,6 +140,13 @@ func run(ctx context.Context, refitBin string) error {
 	printPods(before)
 	if err := printStatus(ctx, git, first); err != nil {
 		return err
+	}
+
+	say("Watch it live: open http://%s/ in a browser (pushing the image bump in %s)", addr, o.pause)
+	select {
+	case <-time.After(o.pause):
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 
 	say("git push: nginx:1.27 → nginx:1.28 (the webhook tells refit at once)")
@@ -154,12 +174,20 @@ func run(ctx context.Context, refitBin string) error {
 	}
 	fmt.Printf("  %d of %d Pods kept their name and UID; at most %d unavailable at once (maxUnavailable %d); nothing was rescheduled\n",
 		same, len(after), maxDown, bound)
-	return printStatus(ctx, git, bump)
+	if err := printStatus(ctx, git, bump); err != nil {
+		return err
+	}
+	say("The live view at http://%s/ lists the rollout under Last rollouts (stopping in %s)", addr, o.linger)
+	select {
+	case <-time.After(o.linger):
+	case <-ctx.Done():
+	}
+	return nil
 }
 
 // startRefit runs `refit run` against the cluster and the Git host, its log
 // lines indented under the demo's.
-func startRefit(ctx context.Context, bin string, bed *cluster.Cluster, git *gitea.Server) (string, *exec.Cmd, error) {
+func startRefit(ctx context.Context, o demoOptions, bed *cluster.Cluster, git *gitea.Server) (string, *exec.Cmd, error) {
 	dir, err := os.MkdirTemp("", "refit-demo")
 	if err != nil {
 		return "", nil, err
@@ -189,9 +217,9 @@ apps:
 	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(cfg), 0o644); err != nil {
 		return "", nil, err
 	}
-	say("Starting refit run (polls every minute; webhooks at http://%s/hook/shop)", addr)
-	cmd := exec.CommandContext(ctx, bin, "run", "--config", filepath.Join(dir, "config.yaml"), "--kubeconfig", bed.Kubeconfig,
-		"--listen", addr, "--cache-dir", filepath.Join(dir, "cache"), "--grace", "1s")
+	say("Starting refit run (polls every minute; webhooks at http://%s/hook/shop; the live view at http://%s/)", addr, addr)
+	cmd := exec.CommandContext(ctx, o.refit, "run", "--config", filepath.Join(dir, "config.yaml"), "--kubeconfig", bed.Kubeconfig,
+		"--listen", addr, "--cache-dir", filepath.Join(dir, "cache"), "--grace", o.grace.String())
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return "", nil, err
