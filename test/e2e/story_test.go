@@ -69,11 +69,12 @@ func eventsOf(recs []record) []string {
 // The service tells its story in its JSON log: an in-place rollout (its
 // start, batches, end with its cost), a failed one (the Pod's failure, the
 // rollback) and a structural change sent the ordinary way (a fallback),
-// each event exactly once.
+// each event exactly once. The workload is gated, so batches tell their
+// draining Pods first.
 func TestStoryOfTheServiceInItsLog(t *testing.T) {
 	ns := namespace(t)
-	w := workload{kind: "Deployment", name: "shop", replicas: 4, maxUnavailable: "2", restartDelay: "1s", image: "app:1",
-		annotations: map[string]string{"refit.dev/rollback": "auto", "refit.dev/progress-deadline": "5m"}}
+	w := workload{kind: "Deployment", name: "shop", replicas: 4, maxUnavailable: "2", restartDelay: "1s", image: "app:1", gate: true,
+		annotations: map[string]string{"refit.dev/rollback": "auto", "refit.dev/progress-deadline": "5m", "refit.dev/grace-seconds": "1"}}
 	app := newGitApp(t, ns, "story")
 	app.commit(w.yaml(), "v1")
 	svc := app.serve(t, "--log-format", "json", "--grace", "0s", "--drift-interval", "2s")
@@ -127,6 +128,15 @@ func TestStoryOfTheServiceInItsLog(t *testing.T) {
 	}
 	if count["SyncStarted"] < 4 { // more if a commit was superseded and taken up again
 		t.Errorf("%d SyncStarted records, want one per commit (4)", count["SyncStarted"])
+	}
+	draining := 0
+	for _, r := range recs {
+		if r.is("Batch") && r["draining"] != nil {
+			draining++
+		}
+	}
+	if draining < 3 { // each batch of the rollout, the failure and the rollback drains first
+		t.Errorf("%d Batch records with draining Pods, want at least 3 (a gated workload with a grace)", draining)
 	}
 	if count["Batch"] < 3 { // at least one of the rollout, one of the failure, one of the rollback
 		t.Errorf("%d Batch records, want at least 3", count["Batch"])
