@@ -188,7 +188,8 @@ func (l *appLoop) pass(ctx context.Context) time.Duration {
 	switch {
 	case out == outcomeSuperseded:
 		return 0 // the newer commit, at once
-	case err != nil:
+	case err != nil && !newCommit:
+		// A new commit's failure is in its SyncEnded record (an error).
 		log.Error(err, "reconcile failed", "revision", rev.Commit, "outcome", string(out))
 	}
 	if out == outcomeTransient {

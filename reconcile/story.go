@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -221,9 +222,6 @@ func (s LogSink) Emit(e story.Event) {
 		kv = append(kv, keySource, e.Source, keyRevision, e.Revision, keyMessage, e.Message, keyAuthor, e.Author)
 	case story.SyncEnded:
 		kv = append(kv, keyRevision, e.Revision, keyOutcome, e.Outcome, keyDuration, e.Duration.String())
-		if e.Reason != "" {
-			kv = append(kv, keyReason, e.Reason)
-		}
 	case story.RolloutStarted, story.RollbackStarted:
 		if e.Kind == story.RolloutStarted {
 			kv = append(kv, keyImages, imagesLine(e.Images))
@@ -250,7 +248,12 @@ func (s LogSink) Emit(e story.Event) {
 				keyRateLimitWait, e.Cost.RateLimitWait.String())
 		}
 	}
-	s.Log.Info(msg, kv...)
+	if e.Kind == story.SyncEnded && e.Reason != "" {
+		// A sync that failed is an error record, the reason its error.
+		s.Log.Error(errors.New(e.Reason), msg, kv...)
+	} else {
+		s.Log.Info(msg, kv...)
+	}
 	if len(e.PodStates) > 0 {
 		// Every Pod of every batch is detail: the view draws it.
 		s.Log.V(1).Info("pod states", keyEvent, string(e.Kind), keyWorkload, e.Workload.String(), keyPodStates, e.PodStates)

@@ -139,9 +139,17 @@ func TestLogSinkJSON(t *testing.T) {
 		Duration: 2 * time.Second, MostUnavailable: 1, Cost: &story.Cost{Requests: 20, RequestsPerPod: 5, RateLimitWait: 300 * time.Millisecond},
 		PodStates: []story.Pod{{Name: "a", State: story.PodNew}}})
 	sink.Emit(story.Event{Kind: story.PodFailed, Workload: webRef, Pod: "web-a", Reason: "ErrImagePull"})
+	sink.Emit(story.Event{Kind: story.SyncEnded, Revision: "abc", Outcome: "rollout-failed", Reason: "FAILED at Pod web-a"})
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
-	if len(lines) != 2 {
-		t.Fatalf("%d records, want 2 (pod states only at V(1)):\n%s", len(lines), buf.String())
+	if len(lines) != 3 {
+		t.Fatalf("%d records, want 3 (pod states only at V(1)):\n%s", len(lines), buf.String())
+	}
+	var sync map[string]any
+	if err := json.Unmarshal([]byte(lines[2]), &sync); err != nil {
+		t.Fatal(err)
+	}
+	if sync["level"] != "ERROR" || sync["err"] != "FAILED at Pod web-a" || sync["outcome"] != "rollout-failed" {
+		t.Errorf("a failed sync's record %s, want an error with the reason", lines[2])
 	}
 	var end, failed map[string]any
 	if err := json.Unmarshal([]byte(lines[0]), &end); err != nil {
