@@ -32,12 +32,22 @@ fuzz: ## Each native fuzz target for FUZZTIME (default 10s): config files, webho
 	$(GO) test -run '^$$' -fuzz '^FuzzRender$$' -fuzztime $(FUZZTIME) ./render/
 
 .PHONY: e2e
-e2e: tools ## End-to-end tests on the local cluster.
+e2e: tools browser ## End-to-end tests on the local cluster (and the live view in headless Chromium).
 	$(GO) test -tags e2e -count=1 -p 1 -timeout $(E2E_TIMEOUT) ./test/e2e/...
 
 .PHONY: chaos
 chaos: tools ## SIGKILL refit at random points of >= 20 in-place rollouts, about 3 min (REFIT_CHAOS_SEED=N replays one run's choices).
 	REFIT_CHAOS=1 $(GO) test -tags e2e -count=1 -timeout 30m -run '^TestChaos$$' -v ./test/e2e/
+
+.PHONY: browser
+browser: ## Install Debian's Chromium for the browser test when it is missing (needs root and apt-get).
+	@if [ -x /usr/bin/chromium ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing chromium (Debian package) for the browser test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	else \
+		echo "browser: /usr/bin/chromium is missing and cannot be installed here (needs root and apt-get): the browser test will skip"; \
+	fi
 
 .PHONY: tools
 tools: ## Build and cache the test binaries (kube-*, etcd, kwok, Gitea) if missing.
