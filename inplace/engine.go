@@ -72,7 +72,8 @@ type Result struct {
 	RateLimitWait time.Duration
 }
 
-// Progress is reported after every pass that changed something.
+// Progress is reported once a run knows its Pods (Start), when a gated
+// batch starts draining, and after every pass that changed something.
 type Progress struct {
 	Ref            diff.Ref
 	Batch          int
