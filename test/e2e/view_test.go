@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -111,7 +112,8 @@ func TestViewInBrowser(t *testing.T) {
 		}
 		view.Emit(story.Event{Time: time.Now(), Kind: story.RolloutEnded, App: ns, Workload: change.Ref,
 			Outcome: string(res.Outcome), Reason: res.Reason, Pods: res.Total, Updated: res.Updated,
-			Duration: res.Duration, MostUnavailable: res.MaxObserved})
+			Duration: res.Duration, MostUnavailable: res.MaxObserved,
+			Cost: &story.Cost{Requests: res.Requests, RequestsPerPod: float64(res.Requests) / float64(max(res.Total, 1)), RateLimitWait: res.RateLimitWait}})
 		done <- res
 	}()
 
@@ -168,8 +170,8 @@ func TestViewInBrowser(t *testing.T) {
 	if !notReloaded {
 		t.Error("the page reloaded")
 	}
-	if !strings.Contains(ended, "6/6") || !strings.Contains(ended, "Succeeded") {
-		t.Errorf("ended row %q, want Succeeded with 6/6 Pods", ended)
+	if !strings.Contains(ended, "6/6") || !strings.Contains(ended, "Succeeded") || !regexp.MustCompile(`\t\d+\.\d\t`).MatchString(ended) {
+		t.Errorf("ended row %q, want Succeeded with 6/6 Pods and the requests per Pod", ended)
 	}
 	if s := noScriptSnapshot(t, browser, srv.URL); !strings.Contains(s, `data-outcome="Succeeded"`) || strings.Contains(s, `data-pod=`) {
 		t.Errorf("without JavaScript after the end, the page is not the snapshot of the ended rollout:\n%s", s)
@@ -294,7 +296,7 @@ func tabURL(t *testing.T, tab context.Context) string {
 
 func screenshot(t *testing.T, tab context.Context, name string) {
 	t.Helper()
-	png, err := chromedp.Run(tab, chromedp.FullScreenshot(90))
+	png, err := chromedp.Run(tab, chromedp.FullScreenshot(100)) // 100: PNG; below, JPEG
 	if err != nil {
 		t.Errorf("screenshot %s: %v", name, err)
 		return
