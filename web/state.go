@@ -40,7 +40,7 @@ type Rollout struct {
 	Batch       int         `json:"batch"`
 	Updated     int         `json:"updated"`
 	Unavailable int         `json:"unavailable"`
-	// Window is the Pods patched in the current batch.
+	// Window is the Pods of the current batch (draining, or patched).
 	Window      []string  `json:"window,omitempty"`
 	RollingBack bool      `json:"rollingBack,omitempty"`
 	Failures    []Failure `json:"failures,omitempty"`
@@ -93,7 +93,11 @@ func (s *State) apply(e story.Event, keep int) {
 	case story.Batch:
 		r := s.rollout(e)
 		r.Batch, r.Updated, r.Unavailable, r.RollingBack = e.Batch, e.Updated, e.Unavailable, e.RollingBack
+		// The batch's Pods: draining for the grace, then patched.
 		r.Window = clone(e.Patched)
+		if len(r.Window) == 0 {
+			r.Window = clone(e.Draining)
+		}
 		if e.Bound > 0 {
 			r.Bound = e.Bound
 		}

@@ -41,7 +41,7 @@ func rollout() []story.Event {
 		{Time: t0.Add(time.Second), Kind: story.Batch, App: "shop", Workload: dep, Batch: 1, Updated: 0, Unavailable: 1,
 			Patched: []string{"web-a"}, PodStates: pods(story.PodRestarting, story.PodOld, story.PodOld)},
 		{Time: t0.Add(2 * time.Second), Kind: story.Batch, App: "shop", Workload: dep, Batch: 2, Updated: 1, Unavailable: 1,
-			Patched: []string{"web-b"}, PodStates: pods(story.PodNew, story.PodDraining, story.PodOld)},
+			Draining: []string{"web-b"}, PodStates: pods(story.PodNew, story.PodDraining, story.PodOld)},
 	}
 }
 

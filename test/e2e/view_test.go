@@ -182,7 +182,7 @@ func TestViewInBrowser(t *testing.T) {
 // story does (reconcile's rolloutTeller), for the view.
 func progressEvent(app string, change diff.Change, p inplace.Progress) story.Event {
 	e := story.Event{Time: time.Now(), Kind: story.Batch, App: app, Workload: change.Ref,
-		Batch: p.Batch, Unavailable: p.Unavailable, Patched: p.Patched, RollingBack: p.RollingBack,
+		Batch: p.Batch, Unavailable: p.Unavailable, Patched: p.Patched, Draining: p.Draining, RollingBack: p.RollingBack,
 		Pods: p.Total, Bound: p.MaxUnavailable, Updated: p.Updated}
 	switch {
 	case p.Start && p.RollingBack:
