@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -21,6 +22,7 @@ import (
 	"github.com/refit-gitops/refit/diff"
 	"github.com/refit-gitops/refit/inplace"
 	"github.com/refit-gitops/refit/story"
+	"github.com/refit-gitops/refit/test/gitserver"
 	"github.com/refit-gitops/refit/web"
 )
 
@@ -315,4 +317,74 @@ func screenshot(t *testing.T, tab context.Context, name string) {
 		return
 	}
 	t.Logf("screenshot: %s (%d bytes)", path, len(png))
+}
+
+// TestViewInBrowserOfRefitRun opens the view that refit run serves on its
+// --listen address, fed by the service's own story: the app's commit
+// shows, a push rolls out in place on the page (Pods change state, the
+// rollout ends under "Last rollouts"), and without JavaScript the page is
+// the snapshot.
+func TestViewInBrowserOfRefitRun(t *testing.T) {
+	chromium := findChromium(t)
+	ns := namespace(t)
+	git := gitserver.New(t, gitserver.DefaultOptions())
+	repo := git.NewRepo(t, "shop")
+	repo.Commit(appFiles(ns, "shop:1.0", 6), "shop 1.0")
+	hookSecret := "s3cret-hook-0123456789"
+	cfgFile := writeTemp(t, fmt.Sprintf(`apiVersion: refit.dev/v1alpha1
+kind: Config
+apps:
+- name: shop
+  source: {url: %s, usernameFile: %s, passwordFile: %s}
+  path: deploy
+  interval: 30s
+  namespace: %s
+  timeout: 1m
+  webhook: {provider: gitea, secretFile: %s}
+`, repo.HTTPURL(), writeTemp(t, git.Username()), writeTemp(t, git.Password()), ns, writeTemp(t, hookSecret)))
+	svc := startService(t, nil, "--config", cfgFile, "--grace", "1s")
+	waitFor(t, time.Minute, "6 pods on shop:1.0", func(ctx context.Context) bool { return allPodsOn(ctx, ns, "shop:1.0", 6) })
+
+	browser := startChromium(t, chromium)
+	tab, cancelTab := context.WithTimeout(browser, 90*time.Second)
+	defer cancelTab()
+	url := "http://" + svc.addr
+	if err := chromedp.Do(tab,
+		chromedp.Navigate(url+"/"),
+		chromedp.Poll[chromedp.Void](`document.getElementById("conn").textContent === "live"`, chromedp.WithPollingTimeout(10*time.Second)),
+		chromedp.Poll[chromedp.Void](`[...document.querySelectorAll("#apps tr.app")].some(r => r.textContent.includes("shop 1.0"))`,
+			chromedp.WithPollingTimeout(30*time.Second)),
+		chromedp.Evaluate[chromedp.Void](`window.seen = {}; window.notReloaded = true;
+			new MutationObserver(() => document.querySelectorAll(".grid .pod").forEach(p => { window.seen[p.dataset.state] = true; }))
+				.observe(document.getElementById("live"), {childList: true, subtree: true}); true`),
+	); err != nil {
+		t.Fatalf("open the view of refit run with its app on shop 1.0: %v", err)
+	}
+
+	repo.Commit(appFiles(ns, "shop:1.1", 6), "shop 1.1")
+	sendGiteaHook(t, svc.addr, "shop", hookSecret, repo.HTTPURL())
+	if err := chromedp.Do(tab, chromedp.Poll[chromedp.Void](`document.querySelectorAll(".grid .pod.restarting, .grid .pod.draining, .grid .pod.new").length > 0`,
+		chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+		t.Fatalf("the page did not show the rollout in progress: %v", err)
+	}
+	screenshot(t, tab, "run-view-rollout.png")
+	if err := chromedp.Do(tab, chromedp.WaitVisible(chromedp.CSS(`#recent tr.ended[data-outcome="Succeeded"]`))); err != nil {
+		t.Fatalf("the page did not show the rollout's end: %v", err)
+	}
+	screenshot(t, tab, "run-view-ended.png")
+	seen, err := chromedp.Run(tab, chromedp.Evaluate[map[string]bool](`window.seen`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	notReloaded, err := chromedp.Run(tab, chromedp.Evaluate[bool](`window.notReloaded === true`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("states the page showed: %v", seen)
+	if !seen["new"] || !(seen["old"] || seen["draining"] || seen["restarting"]) || !notReloaded {
+		t.Errorf("the page showed Pod states %v (not reloaded: %v), want Pods changing to new without a reload", seen, notReloaded)
+	}
+	if s := noScriptSnapshot(t, browser, url); !strings.Contains(s, "shop 1.1") || !strings.Contains(s, `data-outcome="Succeeded"`) {
+		t.Errorf("without JavaScript the page is not the snapshot of the app on shop 1.1 and its rollout:\n%s", s)
+	}
 }
