@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -36,6 +37,7 @@ type runFlags struct {
 	prune          bool
 	listen         string
 	metricsListen  string
+	viewTokenFile  string
 	leaderElect    bool
 	leaseNamespace string
 	identity       string
@@ -69,7 +71,8 @@ serves /metrics, /healthz and /readyz.`,
 	fl.DurationVar(&f.interval, "interval", time.Minute, "poll interval, with --repo")
 	fl.DurationVar(&f.driftInterval, "drift-interval", 0, "how often to correct drift without a new commit (default 10 × interval)")
 	fl.BoolVar(&f.prune, "prune", true, "delete objects that left Git, with --repo")
-	fl.StringVar(&f.listen, "listen", ":8080", "HTTP address for webhooks, metrics and probes (empty: none)")
+	fl.StringVar(&f.listen, "listen", ":8080", "HTTP address for webhooks, metrics, probes and the live view at / (empty: none)")
+	fl.StringVar(&f.viewTokenFile, "view-token-file", "", "file holding the bearer token the live view requires (default: open)")
 	fl.StringVar(&f.metricsListen, "metrics-listen", "", "serve /metrics on this address instead of --listen")
 	fl.BoolVar(&f.leaderElect, "leader-elect", false, "act only while holding the leader Lease (for several replicas)")
 	fl.StringVar(&f.leaseNamespace, "leader-election-namespace", "", "namespace of the Lease and of referenced Secrets (default: $POD_NAMESPACE, then refit-system)")
@@ -131,7 +134,17 @@ func (f *runFlags) run(ctx context.Context, stderr io.Writer) error {
 		identity, _ = os.Hostname()
 	}
 	// The live view draws the events the log records (served on --listen).
-	view := web.New(web.DefaultOptions())
+	vopts := web.DefaultOptions()
+	if f.viewTokenFile != "" {
+		b, err := os.ReadFile(f.viewTokenFile)
+		if err != nil {
+			return fmt.Errorf("--view-token-file: %w", err)
+		}
+		if vopts.Token = strings.TrimSpace(string(b)); vopts.Token == "" {
+			return fmt.Errorf("--view-token-file %s: empty", f.viewTokenFile)
+		}
+	}
+	view := web.New(vopts)
 	return r.Serve(ctx, built.apps, reconcile.ServiceOptions{
 		Listen: f.listen, Hooks: built.hooks, Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		HTTP:           reconcile.HTTPOptions{MetricsListen: f.metricsListen, View: view},

@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -342,15 +343,25 @@ apps:
   timeout: 1m
   webhook: {provider: gitea, secretFile: %s}
 `, repo.HTTPURL(), writeTemp(t, git.Username()), writeTemp(t, git.Password()), ns, writeTemp(t, hookSecret)))
-	svc := startService(t, nil, "--config", cfgFile, "--grace", "1s")
+	const viewToken = "view-token-0123456789"
+	svc := startService(t, nil, "--config", cfgFile, "--grace", "1s", "--view-token-file", writeTemp(t, viewToken+"\n"))
 	waitFor(t, time.Minute, "6 pods on shop:1.0", func(ctx context.Context) bool { return allPodsOn(ctx, ns, "shop:1.0", 6) })
 
+	url := "http://" + svc.addr
+	// --view-token-file protects the view; the webhooks stay as they were.
+	resp, err := http.Get(url + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("GET / without the view's token: %s, want 401 Unauthorized", resp.Status)
+	}
 	browser := startChromium(t, chromium)
 	tab, cancelTab := context.WithTimeout(browser, 90*time.Second)
 	defer cancelTab()
-	url := "http://" + svc.addr
 	if err := chromedp.Do(tab,
-		chromedp.Navigate(url+"/"),
+		chromedp.Navigate(url+"/?token="+viewToken),
 		chromedp.Poll[chromedp.Void](`document.getElementById("conn").textContent === "live"`, chromedp.WithPollingTimeout(10*time.Second)),
 		chromedp.Poll[chromedp.Void](`[...document.querySelectorAll("#apps tr.app")].some(r => r.textContent.includes("shop 1.0"))`,
 			chromedp.WithPollingTimeout(30*time.Second)),
