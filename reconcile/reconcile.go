@@ -436,36 +436,18 @@ func patchedList(names []string) string {
 	return fmt.Sprintf(", patching %v", names)
 }
 
+// imagesOf is the line (and Kubernetes Event) a rollout starts with.
 func imagesOf(c diff.Change) string {
 	if len(c.Images) == 0 && c.Reason != "" {
 		return c.Reason // a change under a rollout that leaves the images alone
 	}
-	if len(c.Images) == 0 {
-		return "continuing"
-	}
-	s := ""
-	for i, img := range c.Images {
-		if i > 0 {
-			s += ", "
-		}
-		s += fmt.Sprintf("%s %s → %s", img.Container, img.From, img.To)
-	}
-	return s
+	return imagesLine(imagesOfChange(c))
 }
 
+// describe is how a rollout ended, as the CLI's line and the Kubernetes
+// Event say it.
 func describe(r inplace.Result) string {
-	switch r.Outcome {
-	case inplace.Succeeded:
-		return fmt.Sprintf("done: %d Pods updated in %s, at most %d unavailable", r.Updated, r.Duration.Round(100*time.Millisecond), r.MaxObserved)
-	case inplace.Failed:
-		s := fmt.Sprintf("FAILED at Pod %s: %s", r.FailedPod, r.Reason)
-		if r.RolledBack > 0 {
-			s += fmt.Sprintf(" (%d Pods rolled back in place)", r.RolledBack)
-		}
-		return s
-	default:
-		return fmt.Sprintf("%s: %s", r.Outcome, r.Reason)
-	}
+	return endLine(endedEvent(r))
 }
 
 // event records a Kubernetes Event on the change's workload.

@@ -59,11 +59,18 @@ func (t rolloutTeller) result(ro inplace.Result) {
 		e.Pod, e.Reason = ro.FailedPod, ro.Reason
 		t.sink.Emit(e)
 	}
-	e := t.event(story.RolloutEnded)
-	e.Outcome, e.Reason, e.Pod = string(ro.Outcome), ro.Reason, ro.FailedPod
+	e := endedEvent(ro)
+	e.Time, e.App, e.Workload = t.now(), t.app, t.change.Ref
+	t.sink.Emit(e)
+}
+
+// endedEvent is the RolloutEnded event of ro, without time, app and
+// workload.
+func endedEvent(ro inplace.Result) story.Event {
+	e := story.Event{Kind: story.RolloutEnded, Outcome: string(ro.Outcome), Reason: ro.Reason, Pod: ro.FailedPod}
 	e.Pods, e.Updated, e.Duration, e.MostUnavailable, e.RolledBack = ro.Total, ro.Updated, ro.Duration, ro.MaxObserved, ro.RolledBack
 	e.Cost = costOf(ro)
-	t.sink.Emit(e)
+	return e
 }
 
 func costOf(ro inplace.Result) *story.Cost {
