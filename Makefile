@@ -66,8 +66,26 @@ demo: build tools ## The main job on a local cluster and a local Git host: an im
 	$(GO) run ./test/cmd/refit-demo --refit bin/refit
 
 .PHONY: bench
-bench: tools ## In-place rollout vs recreation, side by side (BENCH_PODS=100,500 by default).
-	$(GO) test -tags bench -count=1 -timeout 60m -run InPlaceVersusRecreate -v ./test/bench/
+bench: tools ## In-place rollout vs recreation, side by side (BENCH_PODS=100,500 by default); pre-pull vs none vs recreation (BENCH_PREPULL_PODS=100).
+	$(GO) test -tags bench -count=1 -timeout 60m -run 'InPlaceVersusRecreate|PrePullVersusNot' -v ./test/bench/
+
+.PHONY: generate
+generate: ## Regenerate the App API's deep copies and CRD (api/v1alpha1 -> deploy/crds) with the pinned controller-gen.
+	$(GO) generate ./api/...
+
+.PHONY: verify-generate
+verify-generate: ## Fail when the generated files are not what the types say.
+	$(GO) generate ./api/... && git diff --exit-code -- api deploy/crds
+
+.PHONY: bench-apps
+BENCH_APPS ?= 100,500,1000
+bench-apps: tools ## N App objects (each app 5 objects, a Service among them) on one repository from cold, then a commit touching one app (BENCH_APPS=100,500,1000; 7 min quiet, about 25 min on a loaded machine).
+	BENCH_APPS=$(BENCH_APPS) $(GO) test -tags bench -count=1 -timeout 90m -run 'AppsAtScale$$' -v ./test/bench/
+
+.PHONY: bench-shard
+BENCH_SHARD_APPS ?= 100,500
+bench-shard: tools ## N App objects over 3 refit run --shard replicas from cold, one SIGKILLed mid-way (BENCH_SHARD_APPS=100,500; 3.5 min quiet, longer on a loaded machine).
+	BENCH_SHARD_APPS=$(BENCH_SHARD_APPS) $(GO) test -tags bench -count=1 -timeout 90m -run 'AppsShardedAtScale$$' -v ./test/bench/
 
 .PHONY: fmt
 fmt: ## gofmt the tree.

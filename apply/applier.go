@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fluxcd/cli-utils/pkg/kstatus/polling"
@@ -13,6 +14,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
@@ -104,6 +106,12 @@ type Applier struct {
 	manager            *ssa.ResourceManager
 	poller             *polling.StatusPoller
 	inventoryNamespace string
+	// inventoryNamespaceSeen: the inventory namespace was found or made.
+	inventoryNamespaceSeen atomic.Bool
+	// index is what the inventories say, for the ownership check.
+	index *inventoryIndex
+	// typed watches the inventories (WatchInventories).
+	typed kubernetes.Interface
 }
 
 // Option configures New.
@@ -165,8 +173,14 @@ func New(cfg *rest.Config, opts ...Option) (*Applier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: %w", cfg.Host, err)
 	}
-	poller := polling.NewStatusPoller(c, mapper, polling.Options{})
+	poller := newPoller(c, mapper)
+	typed, err := kubernetes.NewForConfigAndClient(cfg, httpClient)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: %w", cfg.Host, err)
+	}
 	return &Applier{
+		index:              newInventoryIndex(),
+		typed:              typed,
 		client:             c,
 		manager:            ssa.NewResourceManager(c, poller, ssa.Owner{Field: diff.FieldManager, Group: "refit.dev"}),
 		poller:             poller,
@@ -265,7 +279,8 @@ func (a *Applier) Apply(ctx context.Context, plan *diff.Plan, opts Options) (*Re
 	for _, ref := range owned {
 		r.owned[unversioned(ref)] = true
 	}
-	r.owners = a.otherInventories(ctx, opts.App)
+	r.owners = a.otherInventories(ctx, opts.App, plan, true)
+	defer a.index.release(a.inventoryNamespace, opts.App) // unless the inventory was written
 	for _, u := range r.owners.unreadable {
 		log.Info("another app's inventory is unreadable: it does not block this app, but no Namespace or CRD is pruned meanwhile", "inventory", u)
 	}
@@ -391,7 +406,7 @@ func refuseClaims(plan *diff.Plan, others map[diff.Ref]string) error {
 // of plan that another app's inventory lists or that are refit's own
 // state, so that a plan says it too; nil when there is none.
 func (a *Applier) Claims(ctx context.Context, plan *diff.Plan, app string) error {
-	return refuseClaims(plan, a.otherInventories(ctx, app).others)
+	return refuseClaims(plan, a.otherInventories(ctx, app, plan, false).others)
 }
 
 // EmptyRender returns the error Apply stops with, before any write, when

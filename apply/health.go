@@ -80,12 +80,21 @@ func (r *run) waitHealthy(ctx context.Context) error {
 	refs := healthSet(r.result.Objects)
 	byID := make(map[object.ObjMetadata]diff.Ref, len(refs))
 	set := make(object.ObjMetadataSet, 0, len(refs))
+	statuses := map[object.ObjMetadata]*event.ResourceStatus{}
+	current := make(map[diff.Ref]string, len(refs))
+	for _, o := range r.result.Objects {
+		current[o.Ref] = o.current
+	}
 	for _, ref := range refs {
 		id := objMeta(ref)
 		byID[id] = ref
+		if msg := current[ref]; msg != "" {
+			statuses[id] = &event.ResourceStatus{Identifier: id, Status: status.CurrentStatus, Message: msg}
+			r.progress.emit(Event{Ref: ref, Status: status.CurrentStatus.String(), Message: msg})
+			continue
+		}
 		set = append(set, id)
 	}
-	statuses := map[object.ObjMetadata]*event.ResourceStatus{}
 	if len(set) > 0 {
 		waitCtx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
 		defer cancel()
@@ -105,7 +114,7 @@ func (r *run) waitHealthy(ctx context.Context) error {
 					r.progress.emit(Event{Ref: byID[rs.Identifier], Status: rs.Status.String(), Message: rs.Message})
 				}
 				statuses[rs.Identifier] = rs
-				if terminal(statuses, len(set)) {
+				if terminal(statuses, len(byID)) {
 					cancel()
 				}
 			}
@@ -117,7 +126,7 @@ func (r *run) waitHealthy(ctx context.Context) error {
 			return fmt.Errorf("health: %w", pollErr)
 		}
 	}
-	herr := &HealthError{TimedOut: !terminal(statuses, len(set)), Timeout: r.opts.Timeout}
+	herr := &HealthError{TimedOut: !terminal(statuses, len(byID)), Timeout: r.opts.Timeout}
 	for i := range r.result.Objects {
 		o := &r.result.Objects[i]
 		id := objMeta(o.Ref)

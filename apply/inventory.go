@@ -141,11 +141,40 @@ type owners struct {
 	unreadable []string
 }
 
-// otherInventories reads every other app's inventory it may read: across
+// otherInventories is what the other apps' inventories say about the
+// objects of plan (about all objects when plan prunes a Namespace or a
+// CRD, which hold others' objects). With take, the objects plan writes are
+// claimed for app in the same step, unless another app holds one of them
+// (see inventoryIndex); the claim ends with the inventory write (see
+// saveInventory) or with release.
+func (a *Applier) otherInventories(ctx context.Context, app string, plan *diff.Plan, take bool) owners {
+	q := ownersQuery{app: app, ns: a.inventoryNamespace}
+	var want []diff.Ref
+	for _, c := range plan.Changes {
+		q.refs = append(q.refs, c.Ref)
+		if c.Action == diff.Delete {
+			if gk := c.Ref.GroupKind(); isNamespace(gk) || isCRD(gk) {
+				q.all = true
+			}
+			continue
+		}
+		want = append(want, c.Ref)
+	}
+	a.index.mu.Lock()
+	synced := a.index.synced
+	a.index.mu.Unlock()
+	var view *inventoryIndex
+	if !synced {
+		view = a.listInventories(ctx)
+	}
+	return a.index.check(view, q, want, take)
+}
+
+// listInventories reads every inventory it may read with one list: across
 // the cluster when refit may list ConfigMaps everywhere (inventories of
 // apps impersonating their own identity live in the apps' namespaces),
 // otherwise in the inventory namespace only.
-func (a *Applier) otherInventories(ctx context.Context, app string) owners {
+func (a *Applier) listInventories(ctx context.Context) *inventoryIndex {
 	list := &corev1.ConfigMapList{}
 	err := a.client.List(ctx, list, client.HasLabels{InventoryLabel})
 	if apierrors.IsForbidden(err) {
@@ -153,9 +182,11 @@ func (a *Applier) otherInventories(ctx context.Context, app string) owners {
 		err = a.client.List(ctx, list, client.InNamespace(a.inventoryNamespace), client.HasLabels{InventoryLabel})
 	}
 	if err != nil {
-		return owners{others: map[diff.Ref]string{}, unreadable: []string{fmt.Sprintf("inventories in %s: %v", a.inventoryNamespace, err)}}
+		x := newInventoryIndex()
+		x.unreadable["list"] = fmt.Sprintf("inventories in %s: %v", a.inventoryNamespace, err)
+		return x
 	}
-	return ownersFrom(list.Items, a.inventoryNamespace, app)
+	return listed(list.Items)
 }
 
 // ownersFrom reads the inventories of apps other than app. An inventory
@@ -164,34 +195,7 @@ func (a *Applier) otherInventories(ctx context.Context, app string) owners {
 // its own namespace: whoever can write a namespace cannot, by writing a
 // ConfigMap there, stop other apps from applying objects elsewhere.
 func ownersFrom(inventories []corev1.ConfigMap, ns, app string) owners {
-	o := owners{others: map[diff.Ref]string{}}
-	for i := range inventories {
-		cm := &inventories[i]
-		if cm.Namespace == ns && cm.Name == InventoryName(app) {
-			continue
-		}
-		other := cm.Data[inventoryApp]
-		if other == "" || InventoryName(other) != cm.Name {
-			o.unreadable = append(o.unreadable, fmt.Sprintf("%s/%s: names app %q", cm.Namespace, cm.Name, other))
-			continue
-		}
-		local := cm.Namespace != ns
-		if local {
-			other += " (inventory " + cm.Namespace + "/" + cm.Name + ")"
-		}
-		refs, err := decodeInventory(cm.Data[inventoryKey])
-		if err != nil {
-			o.unreadable = append(o.unreadable, fmt.Sprintf("%s/%s: %v", cm.Namespace, cm.Name, err))
-			continue
-		}
-		for _, r := range refs {
-			if local && r.Namespace != cm.Namespace {
-				continue
-			}
-			o.others[unversioned(r)] = other
-		}
-	}
-	return o
+	return listed(inventories).check(nil, ownersQuery{app: app, ns: ns, all: true}, nil, false)
 }
 
 // claimedByOthers refuses the objects of desired that another app's
@@ -240,13 +244,46 @@ func ownInventory(cm *corev1.ConfigMap, app string) error {
 
 // writeInventory stores app's inventory, creating its namespace if needed.
 func (a *Applier) writeInventory(ctx context.Context, app string, refs []diff.Ref) error {
-	if err := a.ensureInventoryNamespace(ctx); err != nil {
-		return err
-	}
 	cm := a.stateObject(app)
 	cm.Object["data"] = map[string]any{inventoryApp: app, inventoryKey: encodeInventory(refs)}
-	if _, err := a.ssaApply(ctx, cm); err != nil {
+	rv, err := a.writeState(ctx, cm, diff.FieldManager)
+	if err != nil {
 		return fmt.Errorf("inventory %s/%s: %w", a.inventoryNamespace, InventoryName(app), err)
+	}
+	a.index.written(a.inventoryNamespace, app, refs, rv)
+	return nil
+}
+
+// writeState applies an app's state ConfigMap as manager, creating the
+// inventory namespace first if it is not known to exist. The namespace is
+// looked up once per Applier, not before each of the three writes of every
+// sync; if it was deleted since, the write finds no namespace, and it is
+// made again.
+func (a *Applier) writeState(ctx context.Context, cm *unstructured.Unstructured, manager string) (resourceVersion string, err error) {
+	for try := 0; ; try++ {
+		if err := a.ensureInventoryNamespace(ctx); err != nil {
+			return "", err
+		}
+		obj := cm.DeepCopy()
+		err := a.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.ForceOwnership, client.FieldOwner(manager))
+		if apierrors.IsNotFound(err) && try == 0 {
+			a.inventoryNamespaceSeen.Store(false)
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		return obj.GetResourceVersion(), nil
+	}
+}
+
+// Forget deletes app's state (its inventory and bad-commit memory): the
+// app itself is gone. Pruning, if any, comes first: it needs the inventory.
+func (a *Applier) Forget(ctx context.Context, app string) error {
+	a.index.forget(a.inventoryNamespace, app)
+	err := a.client.Delete(ctx, a.stateObject(app))
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("inventory %s/%s: delete: %w", a.inventoryNamespace, InventoryName(app), err)
 	}
 	return nil
 }
@@ -259,6 +296,9 @@ func (a *Applier) stateObject(app string) *unstructured.Unstructured {
 }
 
 func (a *Applier) ensureInventoryNamespace(ctx context.Context) error {
+	if a.inventoryNamespaceSeen.Load() {
+		return nil
+	}
 	ns := &corev1.Namespace{}
 	err := a.client.Get(ctx, client.ObjectKey{Name: a.inventoryNamespace}, ns)
 	if apierrors.IsNotFound(err) {
@@ -267,6 +307,7 @@ func (a *Applier) ensureInventoryNamespace(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("inventory namespace %s: %w", a.inventoryNamespace, err)
 	}
+	a.inventoryNamespaceSeen.Store(true)
 	return nil
 }
 

@@ -65,17 +65,13 @@ func (a *Applier) SaveMemory(ctx context.Context, app string, m Memory) error {
 	if err := checkApp(app); err != nil {
 		return err
 	}
-	if err := a.ensureInventoryNamespace(ctx); err != nil {
-		return err
-	}
 	cm := a.stateObject(app)
 	data := map[string]any{inventoryApp: app}
 	for k, v := range encodeMemory(m) {
 		data[k] = v
 	}
 	cm.Object["data"] = data
-	err := a.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(cm), client.ForceOwnership, client.FieldOwner(memoryManager))
-	if err != nil {
+	if _, err := a.writeState(ctx, cm, memoryManager); err != nil {
 		return fmt.Errorf("memory %s/%s: %w", a.inventoryNamespace, InventoryName(app), err)
 	}
 	return nil

@@ -60,6 +60,9 @@ type ObjectResult struct {
 	// (Current, InProgress, Failed…), when it was waited for.
 	Status  string `json:"status,omitempty"`
 	Message string `json:"message,omitempty"`
+	// current is the kstatus message of an object the server's answer to
+	// its write already showed Current: the health wait need not poll it.
+	current string
 }
 
 // Result is the outcome of Apply, one entry per change of the plan in the

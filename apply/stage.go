@@ -101,6 +101,9 @@ type item struct {
 	recreate bool
 	// uid is the object's UID once written.
 	uid types.UID
+	// current is the kstatus message of the server's answer to the write
+	// when that answer is already Current ("" otherwise).
+	current string
 }
 
 // work is a plan sorted into what Apply does with each change.

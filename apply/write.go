@@ -31,7 +31,7 @@ func (r *run) writeStage(ctx context.Context, items []*item) error {
 				errs[i] = &diff.ObjectError{Ref: it.change.Ref, Source: it.change.Source, Err: err}
 				return
 			}
-			o := ObjectResult{Ref: it.change.Ref, Source: it.change.Source, Action: action}
+			o := ObjectResult{Ref: it.change.Ref, Source: it.change.Source, Action: action, current: it.current}
 			if action == Recreated {
 				o.Reason = diff.ForceRecreates(it.change.Live)
 			}
@@ -63,6 +63,7 @@ func (r *run) write(ctx context.Context, it *item) (Action, error) {
 		return "", fmt.Errorf("server-side apply: %w", err)
 	}
 	it.uid = obj.GetUID()
+	it.current = currentMessage(obj)
 	return action, nil
 }
 
@@ -97,13 +98,20 @@ func (r *run) waitDefinitions(ctx context.Context, defs []*item, w *work) error 
 	if len(defs) == 0 {
 		return nil
 	}
+	// A Namespace is active in the server's answer to its creation: only
+	// what that answer did not show Current (a CRD, not yet established)
+	// is polled.
 	set := make(object.ObjMetadataSet, 0, len(defs))
 	for _, it := range defs {
-		set = append(set, objMeta(it.change.Ref))
+		if it.current == "" {
+			set = append(set, objMeta(it.change.Ref))
+		}
 	}
-	err := r.a.manager.WaitForSetWithContext(ctx, set, ssa.WaitOptions{Interval: 200 * time.Millisecond, Timeout: r.opts.Timeout})
-	if err != nil {
-		return fmt.Errorf("wait for definitions: %w", err)
+	if len(set) > 0 {
+		err := r.a.manager.WaitForSetWithContext(ctx, set, ssa.WaitOptions{Interval: 200 * time.Millisecond, Timeout: r.opts.Timeout})
+		if err != nil {
+			return fmt.Errorf("wait for definitions: %w", err)
+		}
 	}
 	// The ServiceAccount admission plugin refuses a Pod, even in a dry-run,
 	// until the controller has made its namespace's default ServiceAccount.

@@ -1,12 +1,12 @@
-// Package config reads refit's service configuration (apiVersion
-// refit.dev/v1alpha1, kind Config): the apps to keep in sync, where their
-// manifests come from, and where their commit statuses go. Parsing is
-// strict: an unknown field is an error with its line. It does not read
+// Package config reads refit's service configuration: the apps to keep in
+// sync, where their manifests come from, and where their commit statuses
+// go, from App objects (apiVersion refit.dev/v1alpha1, kind App, the App
+// API) or from the older list of kind Config, into one Go value. Parsing
+// is strict: an unknown field is an error with its line. It does not read
 // secrets or talk to a cluster.
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -28,11 +28,15 @@ const (
 	Kind       = "Config"
 )
 
-// Config is the whole file.
+// Config is the whole file: a document of kind Config and/or documents
+// of kind App.
 type Config struct {
 	APIVersion string `yaml:"apiVersion"`
 	Kind       string `yaml:"kind"`
-	Apps       []App  `yaml:"apps"`
+	// Apps to run, in the file's order.
+	Apps []App `yaml:"apps"`
+	// Suspended apps, checked like the others but not to be run.
+	Suspended []App `yaml:"-"`
 }
 
 // App is one Git path kept in sync with the cluster.
@@ -62,6 +66,13 @@ type App struct {
 	// request of this app is made as (impersonation); empty means refit's
 	// --default-service-account, and with none of either refit's own.
 	ServiceAccountName string `yaml:"serviceAccountName"`
+	// Suspend: the app is checked but not run; nothing is pruned.
+	Suspend bool `yaml:"suspend"`
+	// AppNamespace is the namespace of the App object the app comes from:
+	// its Secrets and its ServiceAccount are looked up there. Empty for an
+	// entry of kind Config or an App document naming no namespace: Secrets
+	// in refit's own namespace, the ServiceAccount in Namespace.
+	AppNamespace string `yaml:"-"`
 }
 
 // Source is a Git repository and ref.
@@ -198,53 +209,6 @@ func Load(file string) (*Config, error) {
 	return cfg, nil
 }
 
-// Parse reads a Config, rejecting unknown fields, fills defaults and
-// checks it. The input is exactly one YAML document.
-func Parse(data []byte) (*Config, error) {
-	if len(data) > MaxSize {
-		return nil, fmt.Errorf("config is larger than %d bytes", MaxSize)
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	var cfg Config
-	if err := dec.Decode(&cfg); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, errors.New("config is empty: want apiVersion " + APIVersion + ", kind " + Kind + " and apps")
-		}
-		return nil, err
-	}
-	// A second document would be silently ignored: an app added after a
-	// stray "---" would never run.
-	var next yaml.Node
-	switch err := dec.Decode(&next); {
-	case errors.Is(err, io.EOF):
-	case err != nil:
-		return nil, fmt.Errorf("after the first document: %w", err)
-	default:
-		return nil, fmt.Errorf("line %d: a second YAML document: want exactly one", next.Line)
-	}
-	if cfg.APIVersion != APIVersion || cfg.Kind != Kind {
-		return nil, fmt.Errorf("want apiVersion %s and kind %s, got %q and %q", APIVersion, Kind, cfg.APIVersion, cfg.Kind)
-	}
-	if len(cfg.Apps) == 0 {
-		return nil, errors.New("no apps")
-	}
-	seen := map[string]bool{}
-	var errs []error
-	for i := range cfg.Apps {
-		a := &cfg.Apps[i]
-		a.Defaults()
-		if err := a.Validate(); err != nil {
-			errs = append(errs, fmt.Errorf("apps[%d] (%s): %w", i, a.Name, err))
-		}
-		if seen[a.Name] {
-			errs = append(errs, fmt.Errorf("apps[%d]: name %q used twice", i, a.Name))
-		}
-		seen[a.Name] = true
-	}
-	return &cfg, errors.Join(errs...)
-}
-
 // Defaults fills the fields left empty.
 func (a *App) Defaults() {
 	if a.Path == "" {
@@ -271,7 +235,12 @@ func (a *App) Defaults() {
 	}
 }
 
-var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$`)
+var (
+	nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$`)
+	// refRE is the syntax of source.ref, the App API's (api/v1alpha1)
+	// pattern: Git forbids ':' and spaces in ref names.
+	refRE = regexp.MustCompile(`^((branch|tag):[^\s:]+|semver:.+|commit:[0-9a-f]{40}|[^\s:]+)$`)
+)
 
 // Validate checks an app whose defaults are filled.
 func (a *App) Validate() error {
@@ -282,6 +251,9 @@ func (a *App) Validate() error {
 	}
 	if a.Source.URL == "" {
 		add("source.url is required")
+	}
+	if a.Source.Ref != "" && !refRE.MatchString(a.Source.Ref) {
+		add("source.ref %q: want a branch, branch:NAME, tag:NAME, semver:RANGE, commit:SHA or a full commit SHA", a.Source.Ref)
 	}
 	if path.IsAbs(a.Path) || escapes(a.Path) || strings.ContainsRune(a.Path, 0) {
 		add("path %q: want a path inside the repository (relative, not climbing out with ..)", a.Path)

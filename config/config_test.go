@@ -56,6 +56,11 @@ func TestParseAccepts(t *testing.T) {
 		{"service account", strings.Replace(good, "namespace: shop", "namespace: shop\n  serviceAccountName: deployer", 1)},
 		{"checkout limits", strings.Replace(good, "secretRef: {name: shop-git}", "secretRef: {name: shop-git}\n    limits: {maxFileSize: 8Mi, maxTreeSize: 1G, maxEntries: 500}", 1)},
 		{"path in a subfolder with ..", strings.Replace(good, "path: ./deploy", "path: deploy/../overlays/prod", 1)},
+		{"ref kinds", strings.Replace(good, "ref: main", "ref: semver:>=1.0.0 <2.0.0", 1)},
+		{"tag ref", strings.Replace(good, "ref: main", "ref: tag:v1.2.3", 1)},
+		{"commit ref", strings.Replace(good, "ref: main", "ref: 0123456789abcdef0123456789abcdef01234567", 1)},
+		{"refs/heads ref", strings.Replace(good, "ref: main", "ref: refs/heads/release/1.x", 1)},
+		{"suspended", strings.Replace(good, "path: ./deploy", "path: ./deploy\n  suspend: true", 1)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := Parse([]byte(tc.doc)); err != nil {
@@ -106,9 +111,12 @@ func TestParseErrors(t *testing.T) {
 		{"no apps", "apiVersion: refit.dev/v1alpha1\nkind: Config\n", "no apps"},
 		{"empty file", "", "config is empty"},
 		{"only a comment", "# apps: none yet\n", "config is empty"},
-		{"two documents", good + "---\napiVersion: refit.dev/v1alpha1\nkind: Config\napps: []\n", "line 22: a second YAML document: want exactly one"},
-		{"an empty second document is still one", good + "---\n# nothing\n---\nkind: x\n", "a second YAML document"},
-		{"malformed second document", good + "---\n{\n", "after the first document"},
+		{"two documents of kind Config", good + "---\napiVersion: refit.dev/v1alpha1\nkind: Config\napps: []\n", "line 23: a second document of kind Config: want one"},
+		{"a document of no kind after an empty one", good + "---\n# nothing\n---\nkind: x\n", `line 25: want apiVersion refit.dev/v1alpha1 and kind Config or App, got "" and "x"`},
+		{"malformed second document", good + "---\n{\n", "after document 1: yaml: line 23"},
+		{"ref of no known kind", strings.Replace(good, "ref: main", "ref: head:main", 1), `source.ref "head:main": want a branch`},
+		{"ref: short commit", strings.Replace(good, "ref: main", "ref: commit:abc123", 1), `source.ref "commit:abc123"`},
+		{"ref with a space", strings.Replace(good, "ref: main", "ref: my branch", 1), `source.ref "my branch"`},
 		{"negative interval", strings.Replace(good, "interval: 30s", "interval: -30s", 1), "interval -30s: at least 1s"},
 		{"negative drift interval", strings.Replace(good, "interval: 30s", "interval: 30s\n  driftInterval: -1m", 1), "driftInterval -1m0s: want a positive duration"},
 		{"negative timeout", strings.Replace(good, "interval: 30s", "interval: 30s\n  timeout: -5m", 1), "timeout -5m0s: want a positive duration"},

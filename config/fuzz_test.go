@@ -2,6 +2,7 @@ package config
 
 import (
 	"path"
+	"slices"
 	"testing"
 	"time"
 
@@ -17,6 +18,9 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("apiVersion: refit.dev/v1alpha1\nkind: Config\napps:\n- &a {name: a, source: {url: x}}\n- *a\n"))
 	f.Add([]byte("apiVersion: refit.dev/v1alpha1\nkind: Config\napps: [{name: a, source: {url: x}, interval: 1ns, timeout: -1s}]\n"))
 	f.Add([]byte("x: &a [1,1]\ny: [*a,*a]\n"))
+	f.Add([]byte(goodApps))
+	f.Add([]byte("apiVersion: refit.dev/v1alpha1\nkind: App\nmetadata: {name: a}\nspec: {source: {url: x}, suspend: true}\n"))
+	f.Add([]byte("apiVersion: refit.dev/v1alpha1\nkind: App\nmetadata: {name: a, namespace: n}\nspec: {source: {url: x}, interval: 1h, path: a/../b}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := Parse(data)
 		if err != nil {
@@ -25,12 +29,16 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
-		if len(cfg.Apps) == 0 {
+		all := append(append([]App(nil), cfg.Apps...), cfg.Suspended...)
+		if len(all) == 0 {
 			t.Fatal("accepted with no apps")
 		}
 		names := map[string]bool{}
-		for i := range cfg.Apps {
-			a := cfg.Apps[i]
+		for i := range all {
+			a := all[i]
+			if a.Suspend != slices.Contains(cfg.Suspended, a) {
+				t.Fatalf("app %q: suspend %v but listed with the others", a.Name, a.Suspend)
+			}
 			if names[a.Name] {
 				t.Fatalf("app name %q accepted twice", a.Name)
 			}

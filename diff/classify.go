@@ -70,6 +70,15 @@ type Classification struct {
 	// PodsAffected is set when a field of the Pod template (or of a bare
 	// Pod's spec) differs: applying it replaces Pods unless done in place.
 	PodsAffected bool `json:"podsAffected,omitempty"`
+	// InPlace lists what a running Pod takes in place, for the classes
+	// ImageOnly and PodMutable; Resources and Metadata detail theirs.
+	InPlace   []Aspect         `json:"inPlace,omitempty"`
+	Resources []ResourceChange `json:"resources,omitempty"`
+	Metadata  []MetadataChange `json:"metadata,omitempty"`
+	// Why a Structural change of a workload cannot go in place, when a
+	// field says more than the list of Fields (a QoS class change, a
+	// selector label…).
+	Why string `json:"why,omitempty"`
 	// UnderRollout is set when the live object carries the record of an
 	// in-place rollout (RolloutAnnotation): its hold fields are refit's, and
 	// an ordinary apply would release them.
@@ -105,21 +114,19 @@ func Classify(gk schema.GroupKind, live, merged map[string]any) Classification {
 			c.PodsAffected = true
 		}
 	}
-	podSpec, liveSpec := nestedMap(merged, spec...), nestedMap(live, spec...)
-	c.Class = ImageOnly
+	k := &inPlaceCheck{live: live, merged: merged, spec: spec, aspects: map[Aspect]bool{}, resized: map[string]bool{}}
 	for _, f := range fields {
-		var img ImageChange
-		ok := strings.HasPrefix(f, prefix)
-		if ok {
-			img, ok = imageChange(strings.TrimPrefix(f, prefix), podSpec)
-		}
-		if !ok {
-			c.Class = Structural
-			c.Images = nil
-			return c
-		}
-		img.From = containerImage(liveSpec, img.Init, img.Container)
-		c.Images = append(c.Images, img)
+		k.field(f)
+	}
+	k.finish()
+	if k.generic || k.why != "" {
+		c.Class, c.Why = Structural, k.why
+		return c
+	}
+	c.InPlace, c.Images, c.Resources, c.Metadata = aspectList(k.aspects), k.images, k.resources, k.metadata
+	c.Class = ImageOnly
+	if len(c.InPlace) != 1 || c.InPlace[0] != AspectImage {
+		c.Class = PodMutable
 	}
 	return c
 }
@@ -358,19 +365,28 @@ func Decide(c Classification, policy Policy) (Path, string, error) {
 		return reason
 	}
 	switch {
-	case policy == Recreate && (class == ImageOnly || c.UnderRollout):
+	case policy == Recreate && (class.InPlace() || c.UnderRollout):
 		return PathRecreate, under("update policy Recreate", reasonEnds), nil
-	case class == ImageOnly && c.UnderRollout:
+	case class.InPlace() && c.UnderRollout:
 		return PathInPlace, reasonRetarget, nil
-	case class == ImageOnly:
+	case class.InPlace():
 		return PathInPlace, "", nil
 	case !c.PodsAffected && c.UnderRollout:
 		return PathInPlace, reasonHoldKept, nil
 	case !c.PodsAffected:
 		return PathApply, "Pod template unchanged: no Pod is replaced", nil
 	case policy == InPlaceOnly:
-		return PathRefused, under("structural change refused by update policy InPlaceOnly", reasonStays), nil
+		return PathRefused, under(structuralReason(c)+" refused by update policy InPlaceOnly", reasonStays), nil
 	default:
-		return PathRecreate, under("structural change", reasonEnds), nil
+		return PathRecreate, under(structuralReason(c), reasonEnds), nil
 	}
+}
+
+// structuralReason is "structural change", with the reason a workload's
+// change cannot go in place when Classify knows more than the fields.
+func structuralReason(c Classification) string {
+	if c.Why != "" {
+		return "structural change: " + c.Why
+	}
+	return "structural change"
 }

@@ -24,9 +24,17 @@ const (
 	// ImageOnly: only container images of the Pod template (or Pod spec)
 	// differ.
 	ImageOnly Class = "ImageOnly"
+	// PodMutable: only fields a running Pod takes in place differ: images,
+	// CPU and memory requests and limits (pods/resize), and template labels
+	// and annotations outside the selector; see Change.InPlace.
+	PodMutable Class = "PodMutable"
 	// Structural: anything else differs.
 	Structural Class = "Structural"
 )
+
+// InPlace reports whether a change of this class can reach running Pods
+// without replacing them.
+func (c Class) InPlace() bool { return c == ImageOnly || c == PodMutable }
 
 // Policy is a workload's update policy, from the refit.dev/update-policy
 // annotation in Git.
@@ -105,6 +113,12 @@ type Change struct {
 	Policy Policy        `json:"policy,omitempty"`
 	Path   Path          `json:"path,omitempty"`
 	Images []ImageChange `json:"images,omitempty"`
+	// InPlace lists what goes in place (image, resources, metadata) for a
+	// change of class ImageOnly or PodMutable; Resources and Metadata are
+	// the changes of the last two.
+	InPlace   []Aspect         `json:"inPlace,omitempty"`
+	Resources []ResourceChange `json:"resources,omitempty"`
+	Metadata  []MetadataChange `json:"metadata,omitempty"`
 	// Fields are the paths that differ, for updates that are not ImageOnly,
 	// e.g. spec.template.spec.containers[name=main].env.
 	Fields []string `json:"fields,omitempty"`

@@ -106,13 +106,16 @@ func (p *Planner) Plan(ctx context.Context, desired []Desired, opts Options) (*P
 	if err != nil {
 		return nil, err
 	}
-	live, err := p.listLive(ctx, items)
+	namespaces, nsLive, err := p.existingNamespaces(ctx, items)
 	if err != nil {
 		return nil, err
 	}
-	namespaces, err := p.existingNamespaces(ctx, items)
+	live, err := p.readLive(ctx, items, namespaces)
 	if err != nil {
 		return nil, err
+	}
+	for _, obj := range nsLive {
+		live[liveKey(RefOf(obj))] = obj
 	}
 	if err := checkNamespaces(items, namespaces); err != nil {
 		return nil, err
@@ -214,17 +217,47 @@ type listKey struct {
 
 func liveKey(r Ref) string { return r.String() }
 
-// listLive reads the live objects with one list per kind and namespace
-// instead of one GET per object.
-func (p *Planner) listLive(ctx context.Context, items []planned) (map[string]*unstructured.Unstructured, error) {
-	keys := map[listKey]bool{}
-	for _, it := range items {
-		if it.mapping != nil {
-			keys[listKey{gvr: it.mapping.Resource, namespace: it.ref.Namespace}] = true
+// getPerKind is how many cluster-scoped objects of one kind are read one
+// GET each before one list of the kind is cheaper.
+const getPerKind = 4
+
+// readPlan decides how the live objects of items are read: one list per
+// kind and namespace (lists), or one GET each (gets). Nothing is read in
+// a namespace that does not exist (its objects are all new), nor a
+// Namespace that namespaces says was read already. A
+// cluster-scoped kind is listed only for many objects: its list is the
+// whole cluster's (every app's Namespace, for an app that has one).
+func readPlan(items []planned, namespaces map[string]bool) (lists []listKey, gets []int) {
+	perKey := map[listKey][]int{}
+	var keys []listKey
+	for i, it := range items {
+		if it.mapping == nil || (it.namespaced && !namespaces[it.ref.Namespace]) {
+			continue
 		}
+		if it.ref.Group == "" && it.ref.Kind == "Namespace" && it.ref.Version == "v1" && hasKey(namespaces, it.ref.Name) {
+			continue // existingNamespaces read it (or was forbidden to: so would a GET be)
+		}
+		k := listKey{gvr: it.mapping.Resource, namespace: it.ref.Namespace}
+		if _, ok := perKey[k]; !ok {
+			keys = append(keys, k)
+		}
+		perKey[k] = append(perKey[k], i)
 	}
+	for _, k := range keys {
+		if !items[perKey[k][0]].namespaced && len(perKey[k]) < getPerKind {
+			gets = append(gets, perKey[k]...)
+			continue
+		}
+		lists = append(lists, k)
+	}
+	return lists, gets
+}
+
+// readLive reads the live objects as readPlan says.
+func (p *Planner) readLive(ctx context.Context, items []planned, namespaces map[string]bool) (map[string]*unstructured.Unstructured, error) {
+	lists, gets := readPlan(items, namespaces)
 	live := map[string]*unstructured.Unstructured{}
-	for k := range keys {
+	for _, k := range lists {
 		list, err := p.client.Resource(k.gvr).Namespace(k.namespace).List(ctx, metav1.ListOptions{})
 		// Forbidden: the objects are planned as creations, whose dry-run
 		// answers Forbidden naming each object.
@@ -245,11 +278,26 @@ func (p *Planner) listLive(ctx context.Context, items []planned) (map[string]*un
 			live[liveKey(RefOf(obj))] = obj
 		}
 	}
+	for _, i := range gets {
+		it := items[i]
+		obj, err := p.client.Resource(it.mapping.Resource).Get(ctx, it.ref.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: get: %w", it.ref, err)
+		}
+		live[liveKey(RefOf(obj))] = obj
+	}
 	return live, nil
 }
 
-func (p *Planner) existingNamespaces(ctx context.Context, items []planned) (map[string]bool, error) {
+// existingNamespaces reads the namespaces of items: whether each exists,
+// and the Namespace objects read (a Namespace of the plan whose namespace
+// it is need not be read again).
+func (p *Planner) existingNamespaces(ctx context.Context, items []planned) (map[string]bool, []*unstructured.Unstructured, error) {
 	ns := map[string]bool{}
+	var objs []*unstructured.Unstructured
 	gvr := schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
 	for _, it := range items {
 		if !it.namespaced {
@@ -262,19 +310,24 @@ func (p *Planner) existingNamespaces(ctx context.Context, items []planned) (map[
 		// One GET per namespace: an identity confined to its namespaces
 		// may get them (a RoleBinding of view/edit grants it) but never
 		// list all namespaces.
-		_, err := p.client.Resource(gvr).Get(ctx, name, metav1.GetOptions{})
+		obj, err := p.client.Resource(gvr).Get(ctx, name, metav1.GetOptions{})
 		switch {
-		case err == nil, apierrors.IsForbidden(err):
+		case err == nil:
+			ns[name] = true
+			obj.SetAPIVersion("v1")
+			obj.SetKind("Namespace")
+			objs = append(objs, obj)
+		case apierrors.IsForbidden(err):
 			// Forbidden: it may exist; the object's own dry-run says what
 			// the identity may not do, naming the object.
 			ns[name] = true
 		case apierrors.IsNotFound(err):
 			ns[name] = false
 		default:
-			return nil, fmt.Errorf("namespace %s: %w", name, err)
+			return nil, nil, fmt.Errorf("namespace %s: %w", name, err)
 		}
 	}
-	return ns, nil
+	return ns, objs, nil
 }
 
 const rbacGroup = "rbac.authorization.k8s.io"
@@ -385,7 +438,7 @@ func (p *Planner) planOne(ctx context.Context, it planned, live *unstructured.Un
 	if !IsWorkload(it.ref.GroupKind()) {
 		return c, nil
 	}
-	c.Class, c.Images = cl.Class, cl.Images
+	c.Class, c.Images, c.InPlace, c.Resources, c.Metadata = cl.Class, cl.Images, cl.InPlace, cl.Resources, cl.Metadata
 	c.Policy = opts.DefaultPolicy
 	if v, ok := it.Object.GetAnnotations()[PolicyAnnotation]; ok {
 		c.Policy = Policy(v)
@@ -394,8 +447,8 @@ func (p *Planner) planOne(ctx context.Context, it planned, live *unstructured.Un
 	if err != nil {
 		return fail(err)
 	}
-	if c.Class == ImageOnly {
-		c.Fields = nil // the images say it all
+	if c.Class.InPlace() {
+		c.Fields = nil // the images, resources and metadata say it all
 	}
 	return c, nil
 }

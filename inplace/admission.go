@@ -56,7 +56,12 @@ func (e *Engine) admit(ctx context.Context, ref diff.Ref, w workload, target Tar
 	default:
 		return target, "", fmt.Errorf("%s: dry-run image patch of Pod %s: %w", ref, pod.Name, err)
 	}
-	admitted := Target{Revision: target.Revision, Containers: map[string]string{}, Init: map[string]string{}}
+	if fallback, err := e.admitResize(ctx, ref, pod, target); err != nil || fallback != "" {
+		return target, fallback, err
+	}
+	admitted := target
+	admitted.Containers, admitted.Init = map[string]string{}, map[string]string{}
+	admitted.Labels, admitted.Annotations = admittedMetadata(target.Labels, out.Labels), admittedMetadata(target.Annotations, out.Annotations)
 	for name, img := range target.Containers {
 		admitted.Containers[name] = img
 		if got, _, ok := specImage(out, name, false); ok && got != img {

@@ -1,6 +1,7 @@
 package inplace
 
 import (
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -34,6 +35,12 @@ type PassInput struct {
 	Gate bool
 	// States, if set, remembers parsed Pod states between passes.
 	States *StateCache
+	// Window, if set, says which available Pods may be patched now (a
+	// DaemonSet's surge: those on a node with an available extra Pod).
+	Window func(*corev1.Pod) bool
+	// Hold, if set, says which old Pods must wait (their node is pulling
+	// the new images): they are not patched in this pass.
+	Hold func(*corev1.Pod) bool
 }
 
 // StateCache keeps each Pod's parsed state for as long as its annotation
@@ -75,6 +82,10 @@ type PassDecision struct {
 	// True: they run the target images and are ready, or they are new, or
 	// an update of theirs was abandoned.
 	OpenGates []*corev1.Pod
+	// Quiet are Pods to update now whose update takes no container down
+	// (metadata, a resize without restart): outside the bound, the PDBs
+	// and the drain, at most MaxUnavailable of them in flight.
+	Quiet []*corev1.Pod
 	// Failed is a Pod that cannot take the target images, with Reason.
 	Failed *corev1.Pod
 	Reason string
@@ -85,19 +96,23 @@ type PassDecision struct {
 	Done, Total, Unavailable int
 	// Phases of the eligible Pods, by UID.
 	Phases map[types.UID]Phase
+	// Down are the Pods counted in Unavailable (missing ones have no UID).
+	Down map[types.UID]bool
 }
 
 // Assess looks at every Pod once and decides the next step of a rollout:
 // finish, stop on a failure, open gates, or patch the next batch under the
 // workload's bound. It is a pure function; the caller writes.
 func Assess(in PassInput) PassDecision {
-	out := PassDecision{Phases: map[types.UID]Phase{}}
+	out := PassDecision{Phases: map[types.UID]Phase{}, Down: map[types.UID]bool{}}
 	var (
 		candidates []Candidate
 		byName     = map[string]*corev1.Pod{}
 		pendingNow = 0
 		counted    = 0
 		gateClosed []*corev1.Pod
+		held       = map[string]bool{}
+		quiet      = map[string]bool{}
 	)
 	for _, pod := range in.Pods {
 		state := in.States.get(pod)
@@ -115,7 +130,8 @@ func Assess(in PassInput) PassDecision {
 		// has even killed its container: it is about to go down. So is one
 		// patched by an earlier rollout or for an earlier target whose restart
 		// has not happened yet.
-		available := PodAvailable(pod, in.MinReadySeconds, in.Now) && phase != PhaseRestarting &&
+		q := quietUpdate(pod, state, in.Target, in.Rollout)
+		available := PodAvailable(pod, in.MinReadySeconds, in.Now) && (phase != PhaseRestarting || q) &&
 			!(phase == PhaseOld && pending)
 		if in.Gate && pod.DeletionTimestamp == nil {
 			switch {
@@ -136,6 +152,7 @@ func Assess(in PassInput) PassDecision {
 		counted++
 		if !available {
 			out.Unavailable++
+			out.Down[pod.UID] = true
 		}
 		if in.Eligible != nil && !in.Eligible(pod) || pod.DeletionTimestamp != nil {
 			// A Pod being deleted counts as unavailable; it is never patched.
@@ -153,6 +170,10 @@ func Assess(in PassInput) PassDecision {
 			ordinal = in.Ordinal(pod)
 		}
 		byName[pod.Name] = pod
+		if in.Window != nil && available && !in.Window(pod) {
+			held[pod.Name] = true
+		}
+		quiet[pod.Name] = q
 		candidates = append(candidates, Candidate{Name: pod.Name, Ordinal: ordinal, Available: available,
 			Done: phase == PhaseDone, InProgress: phase == PhaseRestarting || phase == PhaseFailed})
 	}
@@ -165,8 +186,12 @@ func Assess(in PassInput) PassDecision {
 		out.OpenGates = append(out.OpenGates, gateClosed...)
 		return out
 	}
+	candidates, quietOnes := splitQuiet(candidates, quiet)
+	for _, name := range selectQuiet(quietOnes, in.MaxUnavailable) {
+		out.Quiet = append(out.Quiet, byName[name])
+	}
 	selected := map[string]bool{}
-	for _, name := range SelectBatch(candidates, in.MaxUnavailable-out.Unavailable) {
+	for _, name := range SelectBatch(unheld(outside(candidates, held), byName, in.Hold), in.MaxUnavailable-out.Unavailable) {
 		selected[name] = true
 		out.Patch = append(out.Patch, byName[name])
 	}
@@ -176,4 +201,17 @@ func Assess(in PassInput) PassDecision {
 		}
 	}
 	return out
+}
+
+// UnavailableAfter is how many Pods are down once the batch's patched Pods
+// (by name) go down too: a patched Pod that was down already (crashing, not
+// ready yet) is counted once.
+func (d PassDecision) UnavailableAfter(batch []*corev1.Pod, patched []string) int {
+	n := d.Unavailable
+	for _, pod := range batch {
+		if slices.Contains(patched, pod.Name) && !d.Down[pod.UID] {
+			n++
+		}
+	}
+	return n
 }

@@ -90,6 +90,10 @@ func TestAssessNeverExceedsTheBound(t *testing.T) {
 		if d.Unavailable != unavailable {
 			t.Fatalf("round %d: counted %d unavailable, want %d", round, d.Unavailable, unavailable)
 		}
+		// What the progress report says is down after the batch is what is.
+		if got := d.UnavailableAfter(d.Patch, names(d.Patch)); got != after {
+			t.Fatalf("round %d: reported %d unavailable after the batch, want %d", round, got, after)
+		}
 		if after > maxUnavailable && after > unavailable {
 			t.Fatalf("round %d: %d unavailable after the batch (bound %d, before %d)", round, after, maxUnavailable, unavailable)
 		}

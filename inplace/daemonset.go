@@ -32,6 +32,7 @@ type daemonSet struct {
 	hash       string
 	generation string
 	bound      int
+	surge      *surgeSpec // extra Pods keep a bound of 0 (surge.go)
 }
 
 // The DaemonSet controller still labels Pods with the template generation
@@ -61,6 +62,7 @@ func (d *daemonSet) precheck(ctx context.Context) (string, error) {
 		if rec, err = d.e.newRecordOf(&live.Spec.Template.Spec); err != nil {
 			return "", fmt.Errorf("%s: %w", ref, err)
 		}
+		rec = withOrigin(rec, &live.Spec.Template)
 	}
 	d.rec = resumed(rec, d.target)
 	if d.sel, err = metav1.LabelSelectorAsSelector(live.Spec.Selector); err != nil {
@@ -71,12 +73,23 @@ func (d *daemonSet) precheck(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", ref, err)
 	}
-	if d.bound == 0 && !resuming {
-		// In place there is no surge: a Pod is always down while it restarts.
-		return "maxUnavailable is 0: only a surge rollout keeps every Pod available", nil
+	if !resuming && quietTemplate(&live.Spec.Template, d.target) {
+		// Nothing restarts: no Pod goes down, so no surge is needed. (A
+		// resumed rollout's live template is already the target: it
+		// keeps the surge it started with.)
+		return "", nil
+	}
+	var fallback string
+	if d.surge, fallback, err = daemonSetSurge(d.change.Desired, live, d.bound); err != nil {
+		return "", fmt.Errorf("%s: %w", ref, err)
+	}
+	if fallback != "" && !resuming {
+		return fallback, nil
 	}
 	return "", nil
 }
+
+func (d *daemonSet) extraPods() *surgeSpec { return d.surge }
 
 func (d *daemonSet) prepare(ctx context.Context) error {
 	ref := d.change.Ref
@@ -188,7 +201,10 @@ func (d *daemonSet) refresh(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", d.change.Ref, err)
 	}
-	d.bound = max(bound, 1) // a resumed rollout whose strategy moved to 0 still ends
+	if d.surge == nil {
+		bound = max(bound, 1) // a resumed rollout whose strategy moved to 0 still ends
+	}
+	d.bound = bound
 	return nil
 }
 

@@ -32,6 +32,7 @@ type deployment struct {
 	rs    *appsv1.ReplicaSet // the ReplicaSet that owns every Pod
 	owned []*appsv1.ReplicaSet
 	sel   labels.Selector
+	surge *surgeSpec // extra Pods keep a bound of 0 (surge.go)
 }
 
 var deploymentGVR = resources[diff.Ref{Group: "apps", Kind: "Deployment"}.GroupKind()]
@@ -44,7 +45,7 @@ func (d *deployment) precheck(ctx context.Context) (string, error) {
 	}
 	d.live = live
 	rec, resuming := readRecord(live.Annotations)
-	if reason := deploymentPreconditions(live, resuming); reason != "" {
+	if reason := deploymentPreconditions(live, resuming, quietTemplate(&live.Spec.Template, d.target)); reason != "" {
 		return reason, nil
 	}
 	sel, err := metav1.LabelSelectorAsSelector(live.Spec.Selector)
@@ -79,10 +80,22 @@ func (d *deployment) precheck(ctx context.Context) (string, error) {
 		if rec, err = d.e.newRecordOf(&live.Spec.Template.Spec); err != nil {
 			return "", fmt.Errorf("%s: %w", ref, err)
 		}
+		rec = withOrigin(rec, &live.Spec.Template)
 	}
 	d.rec = resumed(rec, d.target)
+	if !resuming && quietTemplate(&live.Spec.Template, d.target) {
+		// Nothing restarts: no Pod goes down, so no surge is needed. (A
+		// resumed rollout's live template is already the target: it
+		// keeps the surge it started with.)
+		return "", nil
+	}
+	if d.surge, _, err = deploymentSurge(live, d.mustMaxUnavailable()); err != nil {
+		return "", fmt.Errorf("%s: %w", ref, err)
+	}
 	return "", nil
 }
+
+func (d *deployment) extraPods() *surgeSpec { return d.surge }
 
 func (d *deployment) prepare(ctx context.Context) error {
 	ref, rec, owned := d.change.Ref, d.rec, d.owned
@@ -125,7 +138,8 @@ func (d *deployment) prepare(ctx context.Context) error {
 }
 
 // deploymentPreconditions says why the in-place path cannot be taken, or "".
-func deploymentPreconditions(live *appsv1.Deployment, resuming bool) string {
+// A quiet change (no container restarts) needs no share of maxUnavailable.
+func deploymentPreconditions(live *appsv1.Deployment, resuming, quiet bool) string {
 	if resuming {
 		return ""
 	}
@@ -141,9 +155,12 @@ func deploymentPreconditions(live *appsv1.Deployment, resuming bool) string {
 	case live.Status.UpdatedReplicas != replicas || live.Status.Replicas != replicas:
 		return fmt.Sprintf("the last rollout is not complete (%d of %d Pods updated, %d Pods)", live.Status.UpdatedReplicas, replicas, live.Status.Replicas)
 	}
-	if (&deployment{live: live}).mustMaxUnavailable() == 0 {
-		// In place there is no surge: a Pod is always down while it restarts.
-		return "maxUnavailable is 0: only a surge rollout keeps every Pod available"
+	if quiet {
+		// Nothing restarts: no Pod goes down, so no surge is needed.
+		return ""
+	}
+	if _, fallback, _ := deploymentSurge(live, (&deployment{live: live}).mustMaxUnavailable()); fallback != "" {
+		return fallback
 	}
 	return ""
 }

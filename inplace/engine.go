@@ -91,6 +91,8 @@ type Progress struct {
 	Start bool
 	// Pods are every eligible Pod of the rollout and where it stands.
 	Pods []PodProgress
+	// Pull, if set, is a report of the pre-pull phase (and nothing else).
+	Pull *PullProgress
 }
 
 // PodProgress is one Pod's place in a rollout.
@@ -120,6 +122,8 @@ type Options struct {
 	RetryRolledBack bool
 	// Progress, if set, receives progress reports.
 	Progress func(Progress)
+	// PrePull: how the nodes get the new images before Pods are patched.
+	PrePull PrePullOptions
 }
 
 // DefaultOptions: 3 s grace, 600 s deadline.
@@ -136,6 +140,8 @@ type Engine struct {
 	// pdbLocks serialise PDB decisions per namespace across rollouts (of
 	// every identity: see For).
 	pdbLocks *namespaceLocks
+	// pulling are the rollouts of this process that pre-pull now.
+	pulling *activeRollouts
 }
 
 // New returns an Engine for the cluster cfg points at.
@@ -149,7 +155,7 @@ func New(cfg *rest.Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Engine{client: client, dyn: dyn, now: time.Now, busy: newBusyPods(), pdbLocks: &namespaceLocks{}}, nil
+	return &Engine{client: client, dyn: dyn, now: time.Now, busy: newBusyPods(), pdbLocks: &namespaceLocks{}, pulling: newActiveRollouts()}, nil
 }
 
 // workload is what differs between kinds: how to hold the controller's own
@@ -250,6 +256,14 @@ func (e *Engine) Rollout(ctx context.Context, change diff.Change, opts Options) 
 		return res, err
 	}
 	rec.Failed = ""
+	target = rememberRemovals(rec, target)
+	w.setTarget(target)
+	if fallback, err = e.probeSurge(ctx, w, change); err != nil {
+		return res, err
+	} else if fallback != "" {
+		res.Outcome, res.Reason = Fallback, fallback
+		return res, nil
+	}
 	if err = w.prepare(ctx); err != nil {
 		return res, err
 	}
@@ -275,6 +289,9 @@ func (e *Engine) check(ctx context.Context, change diff.Change, target Target) (
 	fallback, err := w.precheck(ctx)
 	if err != nil || fallback != "" {
 		return w, target, fallback, err
+	}
+	if reason := surgeRefused(change, target); reason != "" && surgeOf(w) != nil && !InProgress(change) {
+		return w, target, reason, nil
 	}
 	admitted, fallback, err := e.admit(ctx, change.Ref, w, target)
 	if err != nil || fallback != "" {

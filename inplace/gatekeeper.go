@@ -40,6 +40,8 @@ type GateKeeper struct {
 	apps    map[string][]gatedWorkload // app → its gated workloads
 	changed chan struct{}
 	watches map[string]*podWatch // namespace → its Pod informer, while Run runs
+	// pulls removes pre-pull Pods left behind by a killed refit.
+	pulls pullSweep
 }
 
 // gatedWorkload is a workload whose template lists refit's readiness gate.
@@ -68,6 +70,7 @@ func NewGateKeeper(e *Engine) *GateKeeper {
 // app, replacing the app's previous ones. Workloads whose template does not
 // list the gate are left out; an app with none is forgotten.
 func (k *GateKeeper) Set(app string, workloads []*unstructured.Unstructured) {
+	k.pulls.set(app, workloads)
 	var gated []gatedWorkload
 	for _, w := range workloads {
 		if g, ok := gatedOf(w); ok {
@@ -178,6 +181,7 @@ func (k *GateKeeper) Run(ctx context.Context) {
 	defer ticker.Stop()
 	for {
 		k.syncWatches(ctx, queue)
+		k.pulls.run(ctx, k.e, k.e.now())
 		select {
 		case <-ctx.Done():
 			return

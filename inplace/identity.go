@@ -15,7 +15,7 @@ func (e *Engine) For(cfg *rest.Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	n.busy, n.pdbLocks = e.busy, e.pdbLocks
+	n.busy, n.pdbLocks, n.pulling = e.busy, e.pdbLocks, e.pulling
 	return n, nil
 }
 

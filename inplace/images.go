@@ -18,7 +18,26 @@ func targetOf(change diff.Change) (Target, error) {
 	if spec == nil {
 		return Target{}, fmt.Errorf("%s: no Pod spec", change.Ref)
 	}
-	return targetFromImages(imagesOf(spec)), nil
+	t := targetFromImages(imagesOf(spec))
+	return withTemplate(t, change, spec)
+}
+
+// withTemplate adds the template's resources and metadata to a target of
+// images; its revision then covers them too. A target of images alone
+// keeps the revision of its images.
+func withTemplate(t Target, change diff.Change, spec map[string]any) (Target, error) {
+	res, err := resourcesOf(spec)
+	if err != nil {
+		return t, fmt.Errorf("%s: %w", change.Ref, err)
+	}
+	t.Resources = res
+	t.Labels, t.Annotations, t.RemoveLabels, t.RemoveAnnotations = metadataOf(change)
+	extra := append(resourceLines(t.Resources), metadataLines(t)...)
+	if len(extra) > 0 {
+		sum := sha256.Sum256([]byte(t.Revision + "\n" + strings.Join(extra, "\n")))
+		t.Revision = hex.EncodeToString(sum[:])[:12]
+	}
+	return t, nil
 }
 
 // imagesOf lists a Pod spec's images that can change in place: containers

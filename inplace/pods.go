@@ -35,7 +35,10 @@ type PodState struct {
 	Generation int64 `json:"generation,omitempty"`
 	// Containers patched, by name.
 	Containers map[string]ContainerBefore `json:"containers"`
-	PatchedAt  time.Time                  `json:"patchedAt"`
+	// Resized are the containers whose resources the rollout changed
+	// (resize.go): done only once the node reports them.
+	Resized   map[string]ResizeBefore `json:"resized,omitempty"`
+	PatchedAt time.Time               `json:"patchedAt"`
 }
 
 // ContainerBefore is one patched container: its images and what the
@@ -78,11 +81,20 @@ func stateOf(pod *corev1.Pod, rollout string) (*PodState, bool) {
 	return s, true
 }
 
-// Target is the images a rollout moves Pods to, by container name.
+// Target is what a rollout moves Pods to: images by container name, and
+// the template's CPU and memory (resize.go) and labels and annotations
+// (metadata.go).
 type Target struct {
 	Revision   string
 	Containers map[string]string
 	Init       map[string]string
+	// Resources of regular containers, by name: only the values the
+	// template sets.
+	Resources map[string]ContainerResources
+	// Labels and Annotations the Pods carry; the Remove lists are keys the
+	// template dropped.
+	Labels, Annotations             map[string]string
+	RemoveLabels, RemoveAnnotations []string
 }
 
 // specImage returns the image a Pod's spec gives container name.
@@ -113,8 +125,12 @@ func containerStatus(pod *corev1.Pod, name string, init bool) *corev1.ContainerS
 }
 
 // SpecAtTarget reports whether the Pod's spec already names every target
-// image.
+// image, asks for the target resources and carries the target metadata.
 func (t Target) SpecAtTarget(pod *corev1.Pod) bool {
+	return t.imagesAtTarget(pod) && t.resourcesAtTarget(pod) && t.metadataAtTarget(pod)
+}
+
+func (t Target) imagesAtTarget(pod *corev1.Pod) bool {
 	for name, img := range t.Containers {
 		if cur, _, ok := specImage(pod, name, false); !ok || cur != img {
 			return false
@@ -216,14 +232,18 @@ func podPhase(pod *corev1.Pod, state *PodState, target Target, rollout string, n
 		if restartPending(pod, state) || !podContainersReady(pod) {
 			return PhaseRestarting, ""
 		}
-		return PhaseDone, ""
+		return resizePhase(pod, state, target, rollout, now, deadline)
 	}
 	for name, before := range state.Containers {
 		if cur, _, _ := specImage(pod, name, before.Init); cur != before.To {
 			continue // not patched by this state's write any more
 		}
 		cs := containerStatus(pod, name, before.Init)
-		if cs != nil && cs.State.Waiting != nil && failureReasons[cs.State.Waiting.Reason] && reflectsPatch(pod, state, cs, before) {
+		// A failure that names another image than the patched one is not
+		// this patch's (a rollback's resize can have the node mark the
+		// generation seen before it acts on the image).
+		if cs != nil && cs.State.Waiting != nil && failureReasons[cs.State.Waiting.Reason] && reflectsPatch(pod, state, cs, before) &&
+			(cs.Image == "" || sameImage(cs.Image, before.To)) {
 			return PhaseFailed, fmt.Sprintf("container %s: %s: %s", name, cs.State.Waiting.Reason, cs.State.Waiting.Message)
 		}
 		if cs == nil || !runsNewImage(pod, state, cs, before) || !cs.Ready {
@@ -233,7 +253,7 @@ func podPhase(pod *corev1.Pod, state *PodState, target Target, rollout string, n
 			return PhaseRestarting, ""
 		}
 	}
-	return PhaseDone, ""
+	return resizePhase(pod, state, target, rollout, now, deadline)
 }
 
 // reflectsPatch reports whether a container's status was written after the
@@ -347,9 +367,11 @@ type PatchInput struct {
 	// Rollout is the ID recorded in the Pod's state.
 	Rollout string
 	// Labels are written on the Pod (revision labels of StatefulSet and
-	// DaemonSet Pods).
+	// DaemonSet Pods), over the target's.
 	Labels map[string]string
-	Now    time.Time
+	// Resized are the containers the writer just resized (ResizePatch).
+	Resized map[string]ResizeBefore
+	Now     time.Time
 }
 
 // PodPatch builds the one write that updates a Pod in place: for each target
@@ -402,12 +424,16 @@ func PodPatch(pod *corev1.Pod, in PatchInput) ([]byte, error) {
 		ops = append(ops, jsonPatchOp{Op: "test", Path: "/metadata/generation", Value: pod.Generation})
 		state.Generation = pod.Generation + 1 // a spec change bumps it by one
 	}
-	ops = append(ops, mapOps("/metadata/labels", len(pod.Labels) == 0, in.Labels)...)
+	state.Resized = resizedOf(pod, in.Target, in.Resized)
+	ops = append(ops, mapOps("/metadata/labels", len(pod.Labels) == 0, metadataChanges(pod.Labels, in.Target.Labels, in.Labels))...)
+	ops = append(ops, removeOps("/metadata/labels", pod.Labels, in.Target.RemoveLabels)...)
 	raw, err := json.Marshal(state)
 	if err != nil {
 		return nil, err
 	}
-	ops = append(ops, mapOps("/metadata/annotations", len(pod.Annotations) == 0, map[string]string{StateAnnotation: string(raw)})...)
+	ops = append(ops, mapOps("/metadata/annotations", len(pod.Annotations) == 0,
+		metadataChanges(pod.Annotations, in.Target.Annotations, map[string]string{StateAnnotation: string(raw)}))...)
+	ops = append(ops, removeOps("/metadata/annotations", pod.Annotations, in.Target.RemoveAnnotations)...)
 	return json.Marshal(ops)
 }
 

@@ -117,6 +117,10 @@ func TestPodPhaseObservedGeneration(t *testing.T) {
 		{"old pull error, status before the patch", withGenerations(podWith("app:2", waiting("app", "app:bad", "sha256:one", "c1", 0, "ImagePullBackOff"), fix), 4, 3), PhaseRestarting},
 		{"pull error, status after the patch", withGenerations(podWith("app:2", waiting("app", "app:2", "sha256:one", "c1", 0, "ErrImagePull"), fix), 4, 4), PhaseFailed},
 		{"fixed forward", withGenerations(podWith("app:2", running("app", "app:2", "sha256:two", "c2", 1, true), fix), 4, 4), PhaseDone},
+		// A node that marks the generation seen for another part of the
+		// spec (a resize) before it acts on the new image: the pull error
+		// names the bad image, not the patched one.
+		{"old pull error, generation seen for a resize", withGenerations(podWith("app:2", waiting("app", "app:bad", "sha256:one", "c1", 0, "ErrImagePull"), fix), 4, 4), PhaseRestarting},
 		{"retag, status before the patch", withGenerations(podWith("app:2", startedAt(running("app", "app:1", "sha256:one", "c2", 1, true), t0.Add(time.Second)), retag), 4, 3), PhaseRestarting},
 		{"retag reported under the old name, after the patch", withGenerations(podWith("app:2", startedAt(running("app", "app:1", "sha256:one", "c2", 1, true), t0.Add(time.Second)), retag), 4, 4), PhaseDone},
 		{"retag, container older than the patch", withGenerations(podWith("app:2", startedAt(running("app", "app:1", "sha256:one", "c2", 1, true), t0.Add(-time.Minute)), retag), 4, 4), PhaseRestarting},

@@ -2,6 +2,7 @@ package inplace
 
 import (
 	"encoding/json"
+	"maps"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -20,6 +21,36 @@ type rolloutRecord struct {
 	Origin map[string]string `json:"origin,omitempty"`
 	// Failed is the revision that failed and is being rolled back.
 	Failed string `json:"failed,omitempty"`
+	// RemoveLabels and RemoveAnnotations are template keys the rollout
+	// removes from its Pods (metadata.go): once the template is written, a
+	// new plan no longer sees them.
+	RemoveLabels      []string `json:"removeLabels,omitempty"`
+	RemoveAnnotations []string `json:"removeAnnotations,omitempty"`
+	// OriginResources are the template's containers' resources and
+	// OriginMetadata its labels and annotations before the rollout: a
+	// rollback restores them with the images. Nil: unknown (a record
+	// written before they were kept, a bare Pod), and a rollback leaves
+	// them as the failed rollout left them.
+	OriginResources map[string]corev1.ResourceRequirements `json:"originResources,omitempty"`
+	OriginMetadata  *templateMetadata                      `json:"originMetadata,omitempty"`
+}
+
+// templateMetadata is a Pod template's labels and annotations.
+type templateMetadata struct {
+	Labels      map[string]string `json:"labels,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// withOrigin keeps in rec what a workload's live template asks for besides
+// its images: the resources of each container and the labels and
+// annotations, copied (the template may come from a cache).
+func withOrigin(rec rolloutRecord, tmpl *corev1.PodTemplateSpec) rolloutRecord {
+	rec.OriginResources = map[string]corev1.ResourceRequirements{}
+	for _, c := range tmpl.Spec.Containers {
+		rec.OriginResources[c.Name] = *c.Resources.DeepCopy()
+	}
+	rec.OriginMetadata = &templateMetadata{Labels: maps.Clone(tmpl.Labels), Annotations: maps.Clone(tmpl.Annotations)}
+	return rec
 }
 
 // newRecordOf starts the record of a rollout from the live Pod spec (the

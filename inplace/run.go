@@ -48,6 +48,10 @@ type run struct {
 	// started: the start was reported; pods are the last pass's Pods.
 	started bool
 	pods    []PodProgress
+	// surge, when the bound is 0: the extra Pods (surge_run.go).
+	surge *surgeState
+	// pull is the pre-pull step (nil: off).
+	pull *pulls
 }
 
 func newRun(e *Engine, w workload, change diff.Change, target Target, opts Options, res *Result) *run {
@@ -91,11 +95,21 @@ func (r *run) loop(ctx context.Context) error {
 		}
 		return pods, nil
 	}
+	if err := r.startSurge(informer.GetStore()); err != nil {
+		return err
+	}
+	if r.pull, err = r.startPulls(ctx, notify); err != nil {
+		return err
+	}
+	defer r.pull.cleanup(ctx)
 
 	ticker := time.NewTicker(r.opts.Resync)
 	defer ticker.Stop()
 	for {
 		done, err := r.pass(ctx)
+		if done && r.res.Outcome == Failed {
+			err = r.e.dropExtras(ctx, r.w, r.change.Ref.Namespace)
+		}
 		if err != nil || done {
 			return err
 		}
@@ -145,12 +159,28 @@ func (r *run) pass(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	surge, err := r.stepSurge(ctx, pods, now)
+	if err != nil {
+		return false, err
+	}
+	if surge.stuck != "" {
+		r.fail(surge.stuck, surge.reason)
+		return true, nil
+	}
+	maxUnavailable += surge.window
 	deadline := r.deadline()
-	d := Assess(PassInput{
+	in := PassInput{
 		Pods: pods, Target: r.target, Rollout: r.w.record().ID, Now: now, Deadline: deadline,
 		MinReadySeconds: r.w.minReadySeconds(), MaxUnavailable: maxUnavailable, Expected: r.w.expected(),
 		Eligible: r.w.eligible, Ordinal: r.w.ordinal, Pending: r.pending, Gate: r.gate, States: &r.states,
-	})
+		Window: surge.allowed,
+	}
+	hold, pullFailed, err := r.pull.step(ctx, pods, in)
+	if err != nil {
+		return false, err
+	}
+	in.Hold = holdOn(hold)
+	d := Assess(in)
 	for _, uid := range d.Settled {
 		delete(r.pending, uid)
 	}
@@ -174,11 +204,18 @@ func (r *run) pass(ctx context.Context) (bool, error) {
 		r.started = true
 		r.reportStart(maxUnavailable)
 	}
+	r.reportPulls()
 	switch {
+	case pullFailed != nil:
+		r.fail(pullFailed.Pod, pullFailed.String())
+		return true, nil
 	case d.Failed != nil:
 		r.fail(d.Failed.Name, d.Reason)
 		return true, nil
 	case d.Finished:
+		if gone, err := r.extrasGone(ctx); err != nil || !gone {
+			return false, err
+		}
 		if err := r.w.release(ctx); err != nil {
 			return false, err
 		}
@@ -189,10 +226,13 @@ func (r *run) pass(ctx context.Context) (bool, error) {
 		// A Pod that never becomes available for a reason of its own (no
 		// room for a recreated Pod, a failing probe) must not hang the
 		// rollout: no Pod finished within the deadline.
-		r.fail("", fmt.Sprintf("no Pod finished updating within the progress deadline of %s (%d of %d done)", deadline, d.Done, d.Total))
+		r.fail("", fmt.Sprintf("no Pod finished updating within the progress deadline of %s (%d of %d done)%s", deadline, d.Done, d.Total, resizeStall(pods, d.Phases)))
 		return true, nil
-	case len(d.Patch) == 0:
+	case len(d.Patch) == 0 && len(d.Quiet) == 0:
 		return false, nil
+	}
+	if stopped, err := r.patchQuiet(ctx, d.Quiet, d.Unavailable, maxUnavailable); err != nil || stopped {
+		return stopped, err
 	}
 	batch, err := r.e.withinBudgets(ctx, r.change.Ref.Namespace, d.Patch, r.budgets)
 	if err != nil {
@@ -217,7 +257,7 @@ func (r *run) pass(ctx context.Context) (bool, error) {
 			}
 		}
 	}
-	r.report(d.Unavailable+len(patched), maxUnavailable, patched)
+	r.report(d.UnavailableAfter(batch, patched), maxUnavailable, patched)
 	return false, nil
 }
 
@@ -303,7 +343,11 @@ func (e *refusedError) Error() string { return e.msg }
 // changed under refit (its image, its generation, a first annotation by
 // another writer) is not an error: the next pass sees the Pod as it is.
 func (r *run) patchPod(ctx context.Context, pod *corev1.Pod) error {
-	patch, err := PodPatch(pod, PatchInput{Target: r.target, Rollout: r.w.record().ID, Labels: r.w.revisionLabels(), Now: r.e.now()})
+	pod, resized, err := r.resize(ctx, pod)
+	if err != nil || pod == nil {
+		return err
+	}
+	patch, err := PodPatch(pod, PatchInput{Target: r.target, Rollout: r.w.record().ID, Labels: r.w.revisionLabels(), Resized: resized, Now: r.e.now()})
 	if err != nil {
 		return fmt.Errorf("%s: %w", r.change.Ref, err)
 	}

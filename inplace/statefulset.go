@@ -52,6 +52,7 @@ func (s *statefulSet) precheck(ctx context.Context) (string, error) {
 		if rec, err = s.e.newRecordOf(&live.Spec.Template.Spec); err != nil {
 			return "", fmt.Errorf("%s: %w", ref, err)
 		}
+		rec = withOrigin(rec, &live.Spec.Template)
 	}
 	s.rec = resumed(rec, s.target)
 	if s.sel, err = metav1.LabelSelectorAsSelector(live.Spec.Selector); err != nil {

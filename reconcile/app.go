@@ -12,6 +12,7 @@ import (
 	"github.com/refit-gitops/refit/apply"
 	"github.com/refit-gitops/refit/diff"
 	"github.com/refit-gitops/refit/inplace"
+	"github.com/refit-gitops/refit/render"
 	"github.com/refit-gitops/refit/source"
 	"github.com/refit-gitops/refit/story"
 )
@@ -49,6 +50,12 @@ type App struct {
 	Options                 Options
 	// Status, when set, receives the state of every commit acted on.
 	Status StatusReporter
+	// Observer, when set, hears how every pass goes.
+	Observer Observer
+	// Lock, when set, is taken around each sync (sharding: the App's
+	// lock); the sync runs under syncCtx and release follows it. ok false:
+	// not this replica's to sync now, poll again shortly.
+	Lock func(ctx context.Context) (syncCtx context.Context, release func(), ok bool)
 }
 
 // appState is what the loop remembers between passes. Everything else is
@@ -63,7 +70,11 @@ type appState struct {
 	// failed is the last commit not to be retried until a new one arrives:
 	// it cannot be applied (a bad commit) or an in-place rollout of it
 	// failed.
-	failed   string
+	failed string
+	// inputs are what the render of applied read (nil: unknown).
+	inputs inputs
+	// unsaved: memory is not in the store yet (saved under the lock).
+	unsaved  bool
 	lastSync time.Time
 	failures int // consecutive transient failures, for the backoff
 }
@@ -124,7 +135,12 @@ type appLoop struct {
 // whose in-place rollout failed, is not retried until a new one arrives;
 // transient errors back off.
 func (r *Reconciler) RunApp(ctx context.Context, app App) {
-	l := &appLoop{app: app, pipe: r, now: time.Now, metrics: r.metrics}
+	r.runApp(ctx, app, r)
+}
+
+// runApp runs app's loop with pipe (r, or r through a pool).
+func (r *Reconciler) runApp(ctx context.Context, app App, pipe pipeline) {
+	l := &appLoop{app: app, pipe: pipe, now: time.Now, metrics: r.metrics}
 	if m, ok := r.applier.(memoryStore); ok {
 		l.mem = m
 	}
@@ -161,30 +177,52 @@ func (l *appLoop) pass(ctx context.Context) time.Duration {
 	log := logr.FromContextOrDiscard(ctx)
 	app, st := l.app, &l.st
 	rev, err := app.Poller.Poll(ctx)
-	if (errors.Is(err, source.ErrUnverified) || errors.Is(err, source.ErrTreeRefused)) && rev.Commit != "" {
-		return l.refuse(ctx, rev, err)
-	}
-	if err != nil {
+	refused := (errors.Is(err, source.ErrUnverified) || errors.Is(err, source.ErrTreeRefused)) && rev.Commit != ""
+	if err != nil && !refused {
 		log.Error(err, "poll failed")
-		l.metrics.reconciled(app.Name, string(outcomePollError), 0)
+		l.metrics.reconciled(l.id(), string(outcomePollError), 0)
 		return st.backoff(app.Interval)
 	}
-	if st.announce && rev.Commit == st.failed {
-		l.announceRemembered(ctx)
-	}
-	st.announce = false
-	newCommit := rev.Commit != st.applied && rev.Commit != st.failed
-	drift := !newCommit && l.now().Sub(st.lastSync) >= app.DriftInterval && rev.Commit != st.failed
-	if !newCommit && !drift {
+	act := decidePass(passFacts{commit: rev.Commit, refused: refused, applied: st.applied, failed: st.failed,
+		announce: st.announce, driftDue: l.now().Sub(st.lastSync) >= app.DriftInterval})
+	if !act.writes() && !st.unsaved {
 		st.failures = 0
 		if rev.Commit == st.failed {
 			return app.Interval // no drift pass is due on a commit that failed
 		}
+		st.announce = false
+		return l.nextWait()
+	}
+	freeSlot, ok := l.slotForLock(ctx)
+	if !ok {
+		return 0 // ctx is done
+	}
+	defer freeSlot()
+	ctx, release, ok := l.lock(ctx)
+	if !ok {
+		return lockRetry
+	}
+	defer release()
+	l.saveMemory(ctx)
+	switch act {
+	case passRefuse, passRefused:
+		return l.refuse(ctx, rev, err)
+	case passAnnounce:
+		l.announceRemembered(ctx, rev)
+		st.announce, st.failures = false, 0
+		return app.Interval
+	case passIdle: // only to save the memory
+		st.announce, st.failures = false, 0
+		return l.nextWait()
+	}
+	st.announce = false
+	newCommit := act == passNewCommit
+	if newCommit && l.skipUnchanged(ctx, rev) {
 		return l.nextWait()
 	}
 	start := l.now()
 	out, err := l.syncUnlessSuperseded(ctx, rev, newCommit)
-	l.metrics.reconciled(app.Name, string(out), l.now().Sub(start))
+	l.metrics.reconciled(l.id(), string(out), l.now().Sub(start))
 	switch {
 	case out == outcomeSuperseded:
 		return 0 // the newer commit, at once
@@ -253,8 +291,9 @@ func (l *appLoop) refuse(ctx context.Context, rev source.Revision, err error) ti
 	if rev.Commit != st.failed || st.announce {
 		st.failed, st.announce = rev.Commit, false
 		logr.FromContextOrDiscard(ctx).Error(err, "reconcile failed", "revision", rev.Commit, "outcome", string(outcomeBadCommit))
-		l.metrics.reconciled(l.app.Name, string(outcomeBadCommit), 0)
+		l.metrics.reconciled(l.id(), string(outcomeBadCommit), 0)
 		l.report(ctx, rev.Commit, CommitFailure, err.Error())
+		l.observe(ctx, rev, outcomeBadCommit, err)
 	}
 	return l.app.Interval
 }
@@ -274,32 +313,45 @@ func (l *appLoop) sync(ctx context.Context, rev source.Revision, newCommit bool)
 	// logger, not log, so no record has the key twice.
 	tell := story.Sinks{LogSink{Log: logr.FromContextOrDiscard(ctx)}, app.Options.Story}
 	opts := app.Options
+	watch := l.watchRollouts(ctx, rev)
+	if watch != nil {
+		tell = append(tell, watch)
+	}
 	opts.Story = tell
+	opts.Reads = render.NewReads()
 	started := l.now()
-	if newCommit {
+	begun := false
+	// A new commit's sync starts once it has a slot of the pool: its
+	// writes (the commit status, the App's status, the bad-commit memory)
+	// are then bounded by the pool too, not a thousand at once at a cold
+	// start.
+	begin := func() {
+		if !newCommit {
+			return
+		}
+		started, begun = l.now(), true
 		tell.Emit(story.Event{Time: started, Kind: story.SyncStarted, App: app.Name, Source: rev.URL, Revision: rev.Commit,
 			Message: firstLine(rev.Message), Author: rev.Author})
 		l.report(ctx, rev.Commit, CommitPending, "refit is applying "+short(rev.Commit))
+		l.observe(ctx, rev, outcome(PhaseProgressing), nil)
 		// Recorded before anything is applied: if refit dies during this
 		// sync, the next start counts it (see recall).
 		l.remember(ctx, beginAttempt(st.memory, rev.Commit))
 	}
-	plan, err := l.pipe.Plan(ctx, rev.Dir, opts)
-	if err == nil {
-		s := plan.Summary()
+	res, err := planAndApply(ctx, l.pipe, rev.Dir, opts, begin, func(plan *diff.Plan) {
 		if plan.HasChanges() || newCommit {
-			log.Info("plan", "summary", s.String())
+			log.Info("plan", "summary", plan.Summary().String())
 		}
-		var res *Result
-		res, err = l.pipe.Apply(ctx, plan, opts)
-		if err == nil || isHealthError(err) {
-			// A failed rollout counts even when health failed too.
-			err = rolloutFailure(res, err)
-		}
+	})
+	if err == nil || isHealthError(err) {
+		// A failed rollout counts even when health failed too.
+		err = rolloutFailure(res, err)
 	}
+	watch.stop() // before the pass's last report, which it must not overwrite
 	out := classify(err)
+	l.noteInputs(ctx, out, opts.Reads, rev)
 	st.lastSync = l.now()
-	if newCommit {
+	if begun {
 		reason := ""
 		if err != nil {
 			reason = err.Error()
@@ -308,10 +360,16 @@ func (l *appLoop) sync(ctx context.Context, rev source.Revision, newCommit bool)
 		tell.Emit(story.Event{Time: l.now(), Kind: story.SyncEnded, App: app.Name, Source: rev.URL, Revision: rev.Commit,
 			Outcome: string(out), Reason: reason, Duration: l.now().Sub(started)})
 	}
+	l.observe(ctx, rev, out, err)
+	if lost := ctx.Err(); lost != nil && l.app.Lock != nil {
+		// Sharded: the App's lock was lost (unsharded, a done context is a
+		// shutdown or a newer commit, which syncs anyway).
+		return l.unobserved(ctx, rev, out, err, lost)
+	}
 	switch out {
 	case outcomeSuccess:
 		st.applied = rev.Commit
-		l.metrics.revision(app.Name, rev.Commit)
+		l.metrics.revision(l.id(), rev.Commit)
 		l.report(ctx, rev.Commit, CommitSuccess, "applied and healthy")
 	case outcomeBadCommit, outcomeRolloutFailed:
 		// Retrying the same commit cannot help (a failed rollout would only
@@ -323,6 +381,27 @@ func (l *appLoop) sync(ctx context.Context, rev source.Revision, newCommit bool)
 		// interval, not in a tight loop.
 		st.applied = rev.Commit
 		l.report(ctx, rev.Commit, CommitFailure, err.Error())
+	}
+	return out, err
+}
+
+// unobserved ends a sync whose context (sharded: the App's lock) was done
+// by the time of its final status write, which therefore failed: the
+// commit is not counted applied, or the App would stay Reconciling until
+// the next commit or drift pass. Applied or not, the next pass syncs it
+// again under a new lock and writes its status then (its objects are
+// already there: a cheap pass). A bad commit is not retried: the next pass
+// announces it from the memory, which is saved whatever the context.
+func (l *appLoop) unobserved(ctx context.Context, rev source.Revision, out outcome, err, lost error) (outcome, error) {
+	log := logr.FromContextOrDiscard(ctx).WithValues("revision", short(rev.Commit), "outcome", string(out))
+	switch out {
+	case outcomeBadCommit, outcomeRolloutFailed:
+		log.Info("sync ended without its status written: reported again")
+		l.st.failed, l.st.announce = rev.Commit, true
+		return out, err
+	case outcomeSuccess, outcomeFailure:
+		log.Info("sync ended without its status written: synced again")
+		return outcomeTransient, fmt.Errorf("app %s: revision %s: %s, but its status was not written: %w", l.app.Name, short(rev.Commit), out, lost)
 	}
 	return out, err
 }
@@ -439,27 +518,27 @@ func (l *appLoop) recall(ctx context.Context) {
 		log.Error(err, "bad-commit memory unreadable: starting without it")
 		return
 	}
-	l.st.memory = m
 	next, failed, crashed := recallMemory(m, crashLimit)
-	l.st.failed, l.st.announce = failed, failed != ""
+	l.st.memory, l.st.failed, l.st.announce = next, failed, failed != ""
 	if crashed {
 		log.Info("commit not retried: refit stopped while applying it", "revision", short(failed), "starts", m.Attempts)
-		l.remember(ctx, next)
+		l.st.unsaved = true // by the first pass under the App's lock
 	}
 }
 
 // announceRemembered reports the remembered bad commit, which the loop
 // will not apply, as a pass with its outcome and a failure status: a new
 // run (or a new leader) says at once where the app stands.
-func (l *appLoop) announceRemembered(ctx context.Context) {
+func (l *appLoop) announceRemembered(ctx context.Context, rev source.Revision) {
 	m := l.st.memory
 	out := outcome(m.Outcome)
 	if out == "" {
 		out = outcomeBadCommit
 	}
 	logr.FromContextOrDiscard(ctx).Info("commit not retried: remembered as bad", "revision", short(m.Bad), "outcome", string(out))
-	l.metrics.reconciled(l.app.Name, string(out), 0)
+	l.metrics.reconciled(l.id(), string(out), 0)
 	l.report(ctx, m.Bad, CommitFailure, m.Reason)
+	l.observe(ctx, rev, out, errors.New(m.Reason))
 }
 
 // recallMemory decides what a starting loop makes of its memory: the
@@ -503,11 +582,25 @@ func (l *appLoop) remember(ctx context.Context, m apply.Memory) {
 	if m == l.st.memory {
 		return
 	}
-	l.st.memory = m
+	l.st.memory, l.st.unsaved = m, true
+	l.saveMemory(ctx)
+}
+
+// saveMemory writes the memory if the store lacks it.
+func (l *appLoop) saveMemory(ctx context.Context) {
+	if !l.st.unsaved {
+		return
+	}
+	l.st.unsaved = false
 	if l.mem == nil {
 		return
 	}
-	if err := l.mem.SaveMemory(ctx, l.app.Name, m); err != nil {
+	// Saved even when the loop is being stopped (an App changed or
+	// deleted, a shutdown): an attempt left unfinished would count as a
+	// crash and, the third time, make the commit bad.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := l.mem.SaveMemory(ctx, l.app.Name, l.st.memory); err != nil {
 		logr.FromContextOrDiscard(ctx).Error(err, "bad-commit memory not saved")
 	}
 }

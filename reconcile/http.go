@@ -25,6 +25,8 @@ type HTTPOptions struct {
 	IdleTimeout time.Duration
 	// MaxHeaderBytes caps a request's headers; larger ones get 431.
 	MaxHeaderBytes int
+	// Profile serves Go's profiles at /debug/pprof/ on the main address.
+	Profile bool
 	// MaxInFlight caps the webhook and metrics requests handled at once;
 	// beyond it a request gets 503 at once. Probes are not counted, so a
 	// flood cannot fail the liveness probe.
@@ -93,6 +95,9 @@ func serveHTTPWith(opts ServiceOptions, hopts HTTPOptions, ready *atomic.Bool, e
 	})
 	if opts.Hooks != nil {
 		mux.Handle("/hook/", limit.wrap(opts.Hooks))
+	}
+	if hopts.Profile {
+		mountProfile(mux)
 	}
 	var metricsSrv *http.Server
 	var metricsL net.Listener

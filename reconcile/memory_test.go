@@ -186,3 +186,28 @@ func TestAppLoopRemembersARefusedCommit(t *testing.T) {
 type errString string
 
 func (e errString) Error() string { return string(e) }
+
+// ctxStore refuses saves on a cancelled context, as the API client does.
+type ctxStore struct{ store }
+
+func (s *ctxStore) SaveMemory(ctx context.Context, app string, m apply.Memory) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.store.SaveMemory(ctx, app, m)
+}
+
+// TestRememberWhileStopping: the end of an attempt is saved even when the
+// loop is being stopped (an App changed, deleted, a shutdown): left
+// unfinished, the attempt would count as a crash.
+func TestRememberWhileStopping(t *testing.T) {
+	s := &ctxStore{store: store{m: map[string]apply.Memory{}}}
+	l := &appLoop{app: App{Name: "shop"}, mem: s, now: time.Now}
+	ctx, cancel := context.WithCancel(t.Context())
+	l.remember(ctx, beginAttempt(l.st.memory, "c1"))
+	cancel()
+	l.remember(ctx, finishAttempt(l.st.memory, "c1", outcomeSuccess, ""))
+	if got := s.get("shop"); got.Attempt != "" || got.Attempts != 0 {
+		t.Errorf("memory after a stopped loop finished its attempt: %+v, want no attempt", got)
+	}
+}

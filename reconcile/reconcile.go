@@ -31,6 +31,10 @@ import (
 type Options struct {
 	// App names the inventory: what this app applied, and may prune.
 	App string
+	// AppNamespace is the namespace of the app's App object, or refit's
+	// own for a Config entry that names none: the namespace label of its
+	// metrics.
+	AppNamespace string
 	// Path to build, relative to the revision's root.
 	Path string
 	// Namespace for namespaced objects that name none.
@@ -51,6 +55,11 @@ type Options struct {
 	// Story, if set, receives the events of the reconciliation (the
 	// service logs them and the browser view draws them).
 	Story story.Sink
+	// Reads, when set, records the paths the render consulted.
+	Reads *render.Reads
+	// writesDone, when set, is called once Apply has written (or failed
+	// to): a pool slot is given back before the health wait and rollouts.
+	writesDone func()
 }
 
 // DefaultOptions prune, wait five minutes, and roll image-only changes out
@@ -93,6 +102,7 @@ type applier interface {
 	WaitHealthy(ctx context.Context, plan *diff.Plan, res *apply.Result, opts apply.Options) error
 	Inventory(ctx context.Context, app string) ([]diff.Ref, error)
 	Claims(ctx context.Context, plan *diff.Plan, app string) error
+	Forget(ctx context.Context, app string) error
 }
 
 // roller is what the reconciler needs of the in-place engine
@@ -100,6 +110,7 @@ type applier interface {
 type roller interface {
 	Rollout(ctx context.Context, change diff.Change, opts inplace.Options) (inplace.Result, error)
 	Precheck(ctx context.Context, change diff.Change) (string, error)
+	DropExtras(ctx context.Context, change diff.Change) error
 }
 
 var (
@@ -192,7 +203,7 @@ func (r *Reconciler) build(cfg *rest.Config, engine *inplace.Engine) (*Reconcile
 // app's inventory for deletions. Workloads whose in-place path does not
 // hold are planned as recreations, with the reason.
 func (r *Reconciler) Plan(ctx context.Context, root string, opts Options) (*diff.Plan, error) {
-	objs, err := render.Render(ctx, render.Options{Root: root, Path: opts.Path, AllowRemoteBases: opts.AllowRemoteBases})
+	objs, err := render.Render(ctx, render.Options{Root: root, Path: opts.Path, AllowRemoteBases: opts.AllowRemoteBases, Reads: opts.Reads})
 	if err != nil {
 		return nil, &BadCommitError{Err: err}
 	}
@@ -296,7 +307,13 @@ func (r *Reconciler) Apply(ctx context.Context, plan *diff.Plan, opts Options) (
 	res := &Result{}
 	var err error
 	res.Apply, err = r.applier.Apply(ctx, plan, ao)
+	if opts.writesDone != nil {
+		opts.writesDone()
+	}
 	if err != nil {
+		return res, err
+	}
+	if err := dropExtras(ctx, r.engine, plan); err != nil {
 		return res, err
 	}
 	// The writes are done: the rollouts start now, not after the health of
@@ -372,7 +389,7 @@ func (r *Reconciler) rollOut(ctx context.Context, rollouts []diff.Change, opts O
 			}
 			ro := results[i]
 			t.result(ro)
-			r.metrics.rollout(opts.App, ro)
+			r.metrics.rollout(opts.appID(), ro)
 			switch ro.Outcome {
 			case inplace.Succeeded:
 				r.event(c, corev1.EventTypeNormal, "InPlaceSucceeded", describe(ro))
@@ -395,6 +412,19 @@ func tellers(opts Options, log *lockedWriter) story.Sink {
 		sinks = append(sinks, lineSink{w: log})
 	}
 	return sinks
+}
+
+// dropExtras deletes the extra Pods an interrupted surge rollout left on
+// the workloads that now go the ordinary way.
+func dropExtras(ctx context.Context, engine roller, plan *diff.Plan) error {
+	for _, c := range plan.Changes {
+		if c.Action == diff.Update && c.Path == diff.PathRecreate && diff.IsWorkload(c.Ref.GroupKind()) {
+			if err := engine.DropExtras(ctx, c); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // tellFallbacks tells the workloads the plan sends the ordinary way
@@ -441,7 +471,7 @@ func imagesOf(c diff.Change) string {
 	if len(c.Images) == 0 && c.Reason != "" {
 		return c.Reason // a change under a rollout that leaves the images alone
 	}
-	return imagesLine(imagesOfChange(c))
+	return startLine(story.Event{Images: imagesOfChange(c), Reason: extrasOf(c)})
 }
 
 // describe is how a rollout ended, as the CLI's line and the Kubernetes

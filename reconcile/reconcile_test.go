@@ -65,6 +65,7 @@ func (s *stage) WaitHealthy(ctx context.Context, _ *diff.Plan, res *apply.Result
 
 func (s *stage) Inventory(context.Context, string) ([]diff.Ref, error) { return nil, nil }
 func (s *stage) Claims(context.Context, *diff.Plan, string) error      { return nil }
+func (s *stage) Forget(context.Context, string) error                  { return nil }
 
 // engine is a fake in-place engine: every rollout signals that it started,
 // then ends as the test says.
@@ -79,6 +80,7 @@ func (e *engine) Rollout(ctx context.Context, c diff.Change, _ inplace.Options) 
 }
 
 func (e *engine) Precheck(context.Context, diff.Change) (string, error) { return "", nil }
+func (e *engine) DropExtras(context.Context, diff.Change) error         { return nil }
 
 func ref(kind, name string) diff.Ref {
 	return diff.Ref{Group: "apps", Version: "v1", Kind: kind, Namespace: "shop", Name: name}

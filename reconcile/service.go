@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 
+	"github.com/refit-gitops/refit/source"
 	"github.com/refit-gitops/refit/story"
 )
 
@@ -42,7 +43,23 @@ type ServiceOptions struct {
 	// Story, if set, receives every event of every app (the browser view)
 	// besides the log, which records each one.
 	Story story.Sink
+	// Sources, if set, runs while the apps run (while leading): the shared
+	// pollers their Poller fields subscribe to (*source.Hub).
+	Sources Runner
+	// Concurrent bounds how many apps plan or apply at once (0:
+	// DefaultConcurrent).
+	Concurrent int
+	// Controller, if set, runs while the apps run and starts more apps as
+	// it finds them (App objects), each until its own context ends.
+	Controller Controller
 }
+
+// Runner is something that runs until ctx ends.
+type Runner interface {
+	Run(ctx context.Context)
+}
+
+var _ Runner = (*source.Hub)(nil)
 
 // Serve runs the apps until ctx ends (or, with leader election, until
 // leadership is lost: the process should then exit and restart, as
@@ -63,15 +80,24 @@ func (r *Reconciler) Serve(ctx context.Context, apps []App, opts ServiceOptions)
 			_ = srv.Shutdown(shutdown)
 		}()
 	}
+	slots := newPool(opts.Concurrent)
 	runApps := func(ctx context.Context) {
 		ready.Store(true)
 		var wg sync.WaitGroup
+		if opts.Sources != nil {
+			wg.Go(func() { opts.Sources.Run(ctx) })
+		}
+		wg.Go(func() { r.WatchInventories(ctx) })
 		for _, rec := range r.keepers(apps, opts.AppReconcilers) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				rec.KeepGates(ctx) // one keeper per identity, while leading
 			}()
+		}
+		if opts.Controller != nil {
+			wg.Go(func() { r.KeepGates(ctx) })
+			wg.Go(func() { opts.Controller.Run(ctx, r.starter(opts, slots)) })
 		}
 		for _, app := range apps {
 			rec := r.of(app.Name, opts.AppReconcilers)
@@ -81,7 +107,7 @@ func (r *Reconciler) Serve(ctx context.Context, apps []App, opts ServiceOptions)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				rec.RunApp(ctx, app)
+				rec.runApp(ctx, app, pooled{pipeline: rec, pool: slots})
 			}()
 		}
 		wg.Wait()

@@ -30,11 +30,14 @@ func (t rolloutTeller) event(kind story.Kind) story.Event {
 func (t rolloutTeller) progress(p inplace.Progress) {
 	var e story.Event
 	switch {
+	case p.Pull != nil:
+		t.sink.Emit(pullEvent(t.event(story.Pull), p.Pull))
+		return
 	case p.Start && p.RollingBack:
 		e = t.event(story.RollbackStarted)
 	case p.Start:
 		e = t.event(story.RolloutStarted)
-		e.Images = imagesOfChange(t.change)
+		e.Images, e.Reason = imagesOfChange(t.change), extrasOf(t.change)
 	default:
 		e = t.event(story.Batch)
 		e.Batch, e.Unavailable, e.Patched, e.RollingBack = p.Batch, p.Unavailable, p.Patched, p.RollingBack
@@ -117,7 +120,7 @@ var _ story.Sink = lineSink{}
 func (s lineSink) Emit(e story.Event) {
 	switch e.Kind {
 	case story.RolloutStarted:
-		s.w.printf("%s: in place: %s", e.Workload, imagesLine(e.Images))
+		s.w.printf("%s: in place: %s", e.Workload, startLine(e))
 	case story.Batch:
 		if len(e.Draining) == 0 { // the batch's line comes with its patch
 			s.w.printf("%s: in place: %s", e.Workload, batchLine(e))
@@ -129,6 +132,8 @@ func (s lineSink) Emit(e story.Event) {
 		}
 	case story.RolloutEnded:
 		s.w.printf("%s: in place: %s", e.Workload, endLine(e))
+	case story.Pull:
+		s.w.printf("%s: in place: %s", e.Workload, pullLine(e))
 	}
 }
 
@@ -157,6 +162,9 @@ func endLine(e story.Event) string {
 		return fmt.Sprintf("done: %d Pods updated in %s, at most %d unavailable", e.Updated, e.Duration.Round(100*time.Millisecond), e.MostUnavailable)
 	case inplace.Failed:
 		s := fmt.Sprintf("FAILED at Pod %s: %s", e.Pod, e.Reason)
+		if e.Pod == "" {
+			s = "FAILED: " + e.Reason // before any Pod (a pull)
+		}
 		if e.RolledBack > 0 {
 			s += fmt.Sprintf(" (%d Pods rolled back in place)", e.RolledBack)
 		}
@@ -205,6 +213,7 @@ var messages = map[story.Kind]string{
 	story.Fallback:        "in place not possible: the ordinary way instead",
 	story.RollbackStarted: "rollback started",
 	story.RolloutEnded:    "in-place rollout ended",
+	story.Pull:            "pre-pull",
 }
 
 // LogSink logs each event once as a structured record through log: the
@@ -231,7 +240,7 @@ func (s LogSink) Emit(e story.Event) {
 		kv = append(kv, keyRevision, e.Revision, keyOutcome, e.Outcome, keyDuration, e.Duration.String())
 	case story.RolloutStarted, story.RollbackStarted:
 		if e.Kind == story.RolloutStarted {
-			kv = append(kv, keyImages, imagesLine(e.Images))
+			kv = append(kv, keyImages, startLine(e))
 		}
 		kv = append(kv, keyPods, e.Pods, keyBound, e.Bound, keyUpdated, e.Updated)
 	case story.Batch:
@@ -240,6 +249,8 @@ func (s LogSink) Emit(e story.Event) {
 		if len(e.Draining) > 0 {
 			kv = append(kv, keyDraining, e.Draining)
 		}
+	case story.Pull:
+		kv = append(kv, pullKeyValues(e)...)
 	case story.PodFailed:
 		kv = append(kv, keyPod, e.Pod, keyReason, e.Reason)
 	case story.Fallback:

@@ -43,6 +43,8 @@ type guard struct {
 	// package's own (the checker reads kustomizations with openapi).
 	building bool
 	refused  error
+	// reads records what the build consulted (nil: nothing is recorded).
+	reads *Reads
 }
 
 // read reads the file at p (absolute) for the build.
@@ -59,9 +61,19 @@ func (g *guard) readChecked(p string) ([]byte, error) {
 		return nil, err
 	}
 	rel := relTo(g.root, p)
+	g.reads.add(g.root, p)
+	if slices.Contains(konfig.RecognizedKustomizationFileNames(), filepath.Base(p)) {
+		// Kustomize looks for each kustomization file name in a directory
+		// it builds, not all through this filesystem: the directory
+		// stands for them (a second one would make the build fail).
+		g.reads.add(g.root, filepath.Dir(p))
+	}
 	real, err := filepath.EvalSymlinks(p)
 	if err != nil {
 		return nil, err
+	}
+	if real != p && within(g.root, real) {
+		g.reads.add(g.root, real)
 	}
 	if !within(g.root, real) && !g.remoteClone(real) {
 		return nil, fmt.Errorf("%s is a symlink to %s: %w", rel, real, ErrOutsideRoot)
@@ -200,8 +212,27 @@ func (f *guardFS) Open(path string) (filesys.File, error) {
 	return &memFile{Reader: bytes.NewReader(data), name: filepath.Base(path), size: int64(len(data))}, nil
 }
 
-func (f *guardFS) Exists(path string) bool { return f.isFile(path) || f.disk.Exists(path) }
-func (f *guardFS) IsDir(path string) bool  { return !f.isFile(path) && f.disk.IsDir(path) }
+func (f *guardFS) Exists(path string) bool {
+	f.record(path)
+	return f.isFile(path) || f.disk.Exists(path)
+}
+
+func (f *guardFS) IsDir(path string) bool {
+	f.record(path)
+	return !f.isFile(path) && f.disk.IsDir(path)
+}
+
+// record notes a path the build consulted without reading it through
+// the guard (the in-memory kustomization stands for its directory,
+// recorded by Render).
+func (f *guardFS) record(path string) {
+	if f.g.reads == nil || f.isFile(path) {
+		return
+	}
+	if abs, err := filepath.Abs(path); err == nil {
+		f.g.reads.add(f.g.root, abs)
+	}
+}
 
 // CleanedAbs resolves the in-memory file by its directory: the disk
 // layer resolves links with the file itself, which for a generated
@@ -216,6 +247,7 @@ func (f *guardFS) CleanedAbs(path string) (filesys.ConfirmedDir, string, error) 
 }
 
 func (f *guardFS) ReadDir(path string) ([]string, error) {
+	f.record(path)
 	names, err := f.disk.ReadDir(path)
 	if abs, aerr := filepath.Abs(path); aerr == nil && abs == filepath.Dir(f.file) {
 		if base := filepath.Base(f.file); !slices.Contains(names, base) {
@@ -227,6 +259,9 @@ func (f *guardFS) ReadDir(path string) ([]string, error) {
 }
 
 func (f *guardFS) Glob(pattern string) ([]string, error) {
+	if abs, err := filepath.Abs(pattern); err == nil {
+		f.g.reads.addPattern(f.g.root, abs)
+	}
 	paths, err := f.disk.Glob(pattern)
 	if err != nil {
 		return nil, err
@@ -238,6 +273,7 @@ func (f *guardFS) Glob(pattern string) ([]string, error) {
 }
 
 func (f *guardFS) Walk(path string, walkFn filepath.WalkFunc) error {
+	f.record(path)
 	return f.disk.Walk(path, walkFn)
 }
 

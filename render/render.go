@@ -54,6 +54,8 @@ type Options struct {
 	// Limits bound each file the build reads; zero fields take
 	// DefaultLimits.
 	Limits Limits
+	// Reads, when set, records the paths the render consulted.
+	Reads *Reads
 
 	// beforeBuild, when set (tests only), runs once the build holds its
 	// share of the build lock, before kustomize starts.
@@ -78,7 +80,13 @@ func Render(ctx context.Context, opts Options) ([]Object, error) {
 		return nil, err
 	}
 	rel := relTo(root, dir)
-	g := &guard{ctx: ctx, root: root, lim: opts.Limits.withDefaults(), allowRemote: opts.AllowRemoteBases}
+	g := &guard{ctx: ctx, root: root, lim: opts.Limits.withDefaults(), allowRemote: opts.AllowRemoteBases, reads: opts.Reads}
+	// The build directory stands for all below it: a folder without a
+	// kustomization is built from every file in it.
+	opts.Reads.add(root, dir)
+	if opts.AllowRemoteBases {
+		opts.Reads.doubt("remote bases allowed")
+	}
 	kfile, content, userOrigin, err := topKustomization(g, dir)
 	if err != nil {
 		return nil, fmt.Errorf("render %s: %w", rel, err)

@@ -1,6 +1,8 @@
 package source
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
@@ -39,6 +41,21 @@ type Auth struct {
 // secrets lists the values to scrub from error text.
 func (a Auth) secrets() []string {
 	return []string{a.Password, a.BearerToken, a.SSHPassphrase}
+}
+
+// digest identifies the credentials ("" for none), so that pollers with
+// other credentials are told apart without keeping the secrets in a key.
+func (a Auth) digest() string {
+	if a.Username == "" && a.Password == "" && a.BearerToken == "" && len(a.SSHPrivateKey) == 0 &&
+		a.SSHPassphrase == "" && len(a.KnownHosts) == 0 && !a.InsecureSkipHostKeyCheck {
+		return ""
+	}
+	h := sha256.New()
+	for _, v := range []string{a.Username, a.Password, a.BearerToken, string(a.SSHPrivateKey), a.SSHPassphrase,
+		string(a.KnownHosts), strconv.FormatBool(a.InsecureSkipHostKeyCheck)} {
+		fmt.Fprintf(h, "%d:%s", len(v), v)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // endpoint is a parsed repository URL with its credentials split off.

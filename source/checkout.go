@@ -76,6 +76,7 @@ func (p *Poller) fetch(ctx context.Context, tgt target) (Revision, error) {
 		}
 		return Revision{}, p.fail("checkout", err)
 	}
+	rev.Files = &Files{file: rev.Dir + filesSuffix}
 	return rev, nil
 }
 
@@ -183,6 +184,10 @@ func (p *Poller) checkout(s storer.EncodedObjectStorer, commit *object.Commit, r
 		return "", err
 	}
 	if err := os.Rename(tmp, final); err != nil {
+		return "", err
+	}
+	// The listing goes before the metadata, which marks the tree complete.
+	if err := writeFiles(s, tree, final+filesSuffix); err != nil {
 		return "", err
 	}
 	meta, err := json.Marshal(rev)
@@ -403,6 +408,7 @@ func (p *Poller) cached(commit string) (Revision, bool) {
 	now := time.Now()
 	_ = os.Chtimes(dir+metaSuffix, now, now)
 	rev.Dir = dir
+	rev.Files = &Files{file: dir + filesSuffix}
 	return rev, true
 }
 
@@ -442,6 +448,9 @@ func (p *Poller) prune(current string) error {
 	for i := p.opts.Keep; i < len(trees); i++ {
 		old := filepath.Join(p.dir, trees[i].commit)
 		if err := os.Remove(old + metaSuffix); err != nil {
+			return err
+		}
+		if err := os.RemoveAll(old + filesSuffix); err != nil {
 			return err
 		}
 		if err := os.RemoveAll(old); err != nil {

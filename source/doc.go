@@ -2,7 +2,9 @@
 // pinned commit) over HTTPS, SSH or file:// and hands on the commit it
 // points at as a checked-out Revision. A Poller lists the remote's refs
 // first and fetches (depth 1, one ref) only when the commit is not already
-// in its on-disk cache. A Receiver turns signed webhooks from GitHub,
+// in its on-disk cache. A Hub shares one Poller among the apps that track
+// the same repository and ref, and keeps each commit's tree until no app
+// holds it. A Receiver turns signed webhooks from GitHub,
 // GitLab, Gitea or a generic sender into a poll request on a Trigger.
 // It does not render, diff or apply anything, and does not fetch
 // submodules or LFS content. file:// URLs use the local git binaries

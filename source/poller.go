@@ -46,6 +46,9 @@ type Revision struct {
 	// Fetched is true when this poll fetched from the remote, false when
 	// the tree came from the cache.
 	Fetched bool `json:"-"`
+	// Files lists the commit's tree with its object hashes, to tell what
+	// changed between two commits without reading the trees.
+	Files *Files `json:"-"`
 	// Signer is the trusted key that signed the commit (Options.Verify):
 	// "OpenPGP key <key ID>" or "SSH key SHA256:<fingerprint>".
 	Signer string `json:"signer,omitempty"`
@@ -93,6 +96,10 @@ type Poller struct {
 	auth transport.AuthMethod
 	dir  string
 
+	// shared: a Hub owns the trees and removes them when no app holds
+	// them; the Poller does not prune.
+	shared bool
+
 	mu    sync.Mutex
 	stats Stats
 	// refused is the last commit verification refused, and why: polls that
@@ -128,6 +135,11 @@ func NewPoller(opts Options) (*Poller, error) {
 		// Trees checked out without verification, or under other keys, must
 		// not pass for verified ones.
 		id += "\nverify " + opts.Verify.Digest()
+	}
+	if d := opts.Auth.digest(); d != "" {
+		// Pollers with other credentials (which may see other commits)
+		// get trees of their own: one never removes a tree another holds.
+		id += "\nauth " + d
 	}
 	sum := sha256.Sum256([]byte(id))
 	p.dir = filepath.Join(opts.CacheDir, hex.EncodeToString(sum[:8]))
@@ -208,6 +220,9 @@ func (p *Poller) Poll(ctx context.Context) (Revision, error) {
 		kv = append(kv, keySigner, rev.Signer)
 	}
 	log.Info("fetched revision", kv...)
+	if p.shared {
+		return rev, nil
+	}
 	if err := p.prune(rev.Commit); err != nil {
 		return Revision{}, p.fail("prune cache", err)
 	}

@@ -1,6 +1,7 @@
 package source
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/go-git/go-git/v5/plumbing/transport"
 )
@@ -63,6 +65,11 @@ type Hook struct {
 	// plain "poll now".
 	RepoURL string
 	Trigger *Trigger
+	// Reload, when set, reads the secret again: a request whose
+	// credential matches no hook of its path has each hook's secret
+	// reloaded (at most once every ReceiverOptions.ReloadEvery) and checked
+	// again, so a rotated secret takes effect at its first delivery.
+	Reload func(ctx context.Context) (string, error)
 }
 
 // MinSecretLen is the shortest webhook secret accepted, in bytes: a
@@ -76,26 +83,43 @@ type ReceiverOptions struct {
 	MaxBody int64
 	// Deliveries is how many delivery IDs are remembered to drop replays.
 	Deliveries int
+	// ReloadEvery is the least time between two reloads of a hook's
+	// secret (Hook.Reload): a flood of bad signatures reads it at most
+	// this often.
+	ReloadEvery time.Duration
 }
 
 // DefaultReceiverOptions: GitHub caps payloads at 25 MB, but push payloads
 // are a few kB; 1 MiB leaves room for large pushes.
 func DefaultReceiverOptions() ReceiverOptions {
-	return ReceiverOptions{MaxBody: 1 << 20, Deliveries: 4096}
+	return ReceiverOptions{MaxBody: 1 << 20, Deliveries: 4096, ReloadEvery: 10 * time.Second}
 }
 
 // Receiver is an http.Handler for Git host webhooks. A request that is
 // signed for a hook fires the hook's Trigger. Signatures are checked in
 // constant time. A replayed delivery ID is acknowledged and ignored; a
-// replay under a new ID can at worst cause one extra poll.
+// replay under a new ID can at worst cause one extra poll. Hooks can be
+// set and removed while it serves (Set): apps come and go.
 type Receiver struct {
-	opts  ReceiverOptions
-	hooks map[string][]Hook
+	opts ReceiverOptions
+	now  func() time.Time
+
+	hooksMu sync.RWMutex
+	owned   map[string][]*ownedHook // by owner (Set)
+	hooks   map[string][]*ownedHook // by path
 
 	mu   sync.Mutex
 	seen map[string]bool
 	ring []string
 	next int
+}
+
+// ownedHook is a hook and what the Receiver keeps of it.
+type ownedHook struct {
+	Hook
+	owner string
+	// reloaded is when Reload was last called (hooksMu).
+	reloaded time.Time
 }
 
 // NewReceiver checks the hooks and returns a Receiver serving them.
@@ -107,37 +131,83 @@ func NewReceiver(opts ReceiverOptions, hooks ...Hook) (*Receiver, error) {
 	if opts.Deliveries <= 0 {
 		opts.Deliveries = def.Deliveries
 	}
-	r := &Receiver{opts: opts, hooks: map[string][]Hook{}, seen: map[string]bool{}, ring: make([]string, opts.Deliveries)}
-	for _, h := range hooks {
-		switch {
-		case !strings.HasPrefix(h.Path, "/"):
-			return nil, fmt.Errorf("hook %q: path must start with /", h.Path)
-		case h.Secret == "":
-			return nil, fmt.Errorf("hook %s: secret is required", h.Path)
-		case len(h.Secret) < MinSecretLen:
-			return nil, fmt.Errorf("hook %s: secret is %d bytes, want at least %d", h.Path, len(h.Secret), MinSecretLen)
-		case h.Trigger == nil:
-			return nil, fmt.Errorf("hook %s: trigger is required", h.Path)
-		}
-		switch h.Provider {
-		case GitHub, GitLab, Gitea:
-			if h.RepoURL == "" {
-				return nil, fmt.Errorf("hook %s: repository URL is required: a %s payload is matched by its repository", h.Path, h.Provider)
-			}
-		case Generic:
-		default:
-			return nil, fmt.Errorf("hook %s: unknown provider %q", h.Path, h.Provider)
-		}
-		if h.RepoURL != "" && repoKey(h.RepoURL) == "" {
-			return nil, fmt.Errorf("hook %s: repository URL %s names no repository", h.Path, scrub(h.RepoURL))
-		}
-		r.hooks[h.Path] = append(r.hooks[h.Path], h)
+	if opts.ReloadEvery <= 0 {
+		opts.ReloadEvery = def.ReloadEvery
+	}
+	r := &Receiver{opts: opts, now: time.Now, owned: map[string][]*ownedHook{}, hooks: map[string][]*ownedHook{},
+		seen: map[string]bool{}, ring: make([]string, opts.Deliveries)}
+	if err := r.Set("", hooks...); err != nil {
+		return nil, err
 	}
 	return r, nil
 }
 
+// Set replaces the hooks of owner (an app) with hooks; none removes them.
+// Nothing changes when one of them is invalid.
+func (r *Receiver) Set(owner string, hooks ...Hook) error {
+	owned := make([]*ownedHook, 0, len(hooks))
+	for _, h := range hooks {
+		if err := checkHook(h); err != nil {
+			return err
+		}
+		owned = append(owned, &ownedHook{Hook: h, owner: owner})
+	}
+	r.hooksMu.Lock()
+	defer r.hooksMu.Unlock()
+	if len(owned) == 0 {
+		delete(r.owned, owner)
+	} else {
+		r.owned[owner] = owned
+	}
+	r.hooks = map[string][]*ownedHook{}
+	for _, hs := range r.owned {
+		for _, h := range hs {
+			r.hooks[h.Path] = append(r.hooks[h.Path], h)
+		}
+	}
+	return nil
+}
+
+func checkHook(h Hook) error {
+	switch {
+	case !strings.HasPrefix(h.Path, "/"):
+		return fmt.Errorf("hook %q: path must start with /", h.Path)
+	case h.Secret == "":
+		return fmt.Errorf("hook %s: secret is required", h.Path)
+	case len(h.Secret) < MinSecretLen:
+		return fmt.Errorf("hook %s: secret is %d bytes, want at least %d", h.Path, len(h.Secret), MinSecretLen)
+	case h.Trigger == nil:
+		return fmt.Errorf("hook %s: trigger is required", h.Path)
+	}
+	switch h.Provider {
+	case GitHub, GitLab, Gitea:
+		if h.RepoURL == "" {
+			return fmt.Errorf("hook %s: repository URL is required: a %s payload is matched by its repository", h.Path, h.Provider)
+		}
+	case Generic:
+	default:
+		return fmt.Errorf("hook %s: unknown provider %q", h.Path, h.Provider)
+	}
+	if h.RepoURL != "" && repoKey(h.RepoURL) == "" {
+		return fmt.Errorf("hook %s: repository URL %s names no repository", h.Path, scrub(h.RepoURL))
+	}
+	return nil
+}
+
+// onPath returns copies of the hooks served on path.
+func (r *Receiver) onPath(path string) ([]Hook, bool) {
+	r.hooksMu.RLock()
+	defer r.hooksMu.RUnlock()
+	owned, ok := r.hooks[path]
+	hooks := make([]Hook, len(owned))
+	for i, h := range owned {
+		hooks[i] = h.Hook
+	}
+	return hooks, ok
+}
+
 func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	hooks, ok := r.hooks[req.URL.Path]
+	hooks, ok := r.onPath(req.URL.Path)
 	if !ok {
 		http.NotFound(w, req)
 		return
@@ -179,6 +249,10 @@ func (r *Receiver) dispatch(req *http.Request, body []byte, hooks []Hook) (int, 
 				worst = status
 			}
 		}
+	}
+	if len(verified) == 0 && worst == http.StatusForbidden {
+		// A wrong credential may be a rotated secret refit has not read.
+		verified = r.reloaded(req, body)
 	}
 	if len(verified) == 0 {
 		return worst, http.StatusText(worst)
@@ -363,4 +437,35 @@ func repoKey(u string) string {
 		return ""
 	}
 	return strings.ToLower(ep.Host + "/" + path)
+}
+
+// reloaded reloads the secrets of the hooks on req's path that may be
+// reloaded now, and returns those the request is signed for with their
+// new secret.
+func (r *Receiver) reloaded(req *http.Request, body []byte) []Hook {
+	now := r.now()
+	r.hooksMu.Lock()
+	var due []*ownedHook
+	for _, h := range r.hooks[req.URL.Path] {
+		if h.Reload != nil && (h.reloaded.IsZero() || now.Sub(h.reloaded) >= r.opts.ReloadEvery) {
+			h.reloaded = now
+			due = append(due, h)
+		}
+	}
+	r.hooksMu.Unlock()
+	var verified []Hook
+	for _, h := range due {
+		secret, err := h.Reload(req.Context())
+		if err != nil || len(secret) < MinSecretLen {
+			continue // the secret refit has stays
+		}
+		r.hooksMu.Lock()
+		h.Secret = secret // h is still the owner's unless Set replaced it
+		hook := h.Hook
+		r.hooksMu.Unlock()
+		if verify(hook, req, body) == http.StatusOK {
+			verified = append(verified, hook)
+		}
+	}
+	return verified
 }

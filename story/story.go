@@ -34,6 +34,9 @@ const (
 	RollbackStarted Kind = "RollbackStarted"
 	// RolloutEnded: Outcome, Duration, MostUnavailable, Cost.
 	RolloutEnded Kind = "RolloutEnded"
+	// Pull: the rollout's pre-pull phase (Outcome "pulling", "pulled" or
+	// "off"; PullImages, Nodes, Pulled, GivenUp, Duration, Reason).
+	Pull Kind = "Pull"
 )
 
 // PodState is a Pod's place in an in-place rollout, as the view colours it.
@@ -110,6 +113,13 @@ type Event struct {
 	// RolledBack Pods were put back on their previous images.
 	RolledBack int   `json:"rolledBack,omitempty"`
 	Cost       *Cost `json:"cost,omitempty"`
+
+	// Of a Pull: the images pre-pulled; the nodes that need them, those
+	// that have them, those that pull at the restart instead.
+	PullImages []string `json:"pullImages,omitempty"`
+	Nodes      int      `json:"nodes,omitempty"`
+	Pulled     int      `json:"pulled,omitempty"`
+	GivenUp    int      `json:"givenUp,omitempty"`
 }
 
 // Sink receives events; it must be safe for concurrent use and must not

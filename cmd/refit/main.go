@@ -47,6 +47,7 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(newPlanCommand())
 	root.AddCommand(newApplyCommand())
 	root.AddCommand(newRunCommand())
+	root.AddCommand(newReconcileCommand())
 	return root
 }
 

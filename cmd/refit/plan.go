@@ -38,8 +38,9 @@ func newPlanCommand() *cobra.Command {
 		Short: "Show what applying would change, and which workloads go in place",
 		Long: `Plan renders PATH, compares it with the cluster through a server-side-apply
 dry-run (so defaults and other managers' fields are not changes), and says for
-each changed object what would happen: created, updated in place (only
-container images differ), recreated by its controller (and why), or deleted.
+each changed object what would happen: created, updated in place (what
+goes in place: container images, CPU and memory through pods/resize, template
+labels and annotations), recreated by its controller (and why), or deleted.
 --diff adds each changed object's unified diff: live against that dry-run's
 result, without the fields the server sets, Secret values masked.
 Exit status: 0 no changes, 2 changes, 1 error.`,
@@ -191,10 +192,13 @@ func describeUpdate(ch diff.Change, c palette) string {
 	var b strings.Builder
 	switch ch.Path {
 	case diff.PathInPlace:
-		fmt.Fprintf(&b, "%supdate in place%s:", c.inplace, c.reset)
-		for _, img := range ch.Images {
-			fmt.Fprintf(&b, " %s %s → %s", img.Container, img.From, img.To)
+		fmt.Fprintf(&b, "%supdate in place%s", c.inplace, c.reset)
+		if len(ch.InPlace) > 0 {
+			fmt.Fprintf(&b, " (%s)", diff.AspectsString(ch.InPlace))
 		}
+		b.WriteString(":")
+		b.WriteString(strings.Join(inPlaceParts(ch), ";"))
+		b.WriteString(prePullNote(ch))
 		// A workload under an in-place rollout: why a change that is not
 		// image-only goes in place too (its hold is kept).
 		if ch.Reason != "" {
@@ -228,6 +232,20 @@ func describeUpdate(ch diff.Change, c palette) string {
 	return b.String()
 }
 
+// inPlaceParts are what an in-place change does (diff.InPlaceParts), one
+// part per container image, resource, label or annotation, each starting
+// with a space.
+func inPlaceParts(ch diff.Change) []string {
+	var parts []string
+	for _, img := range ch.Images {
+		parts = append(parts, fmt.Sprintf(" %s %s → %s", img.Container, img.From, img.To))
+	}
+	for _, p := range diff.InPlaceParts(ch) {
+		parts = append(parts, " "+p)
+	}
+	return parts
+}
+
 type jsonPlan struct {
 	Revision string       `json:"revision,omitempty"`
 	Changes  []jsonChange `json:"changes"`
@@ -248,7 +266,12 @@ type jsonChange struct {
 	Path      diff.Path          `json:"path,omitempty"`
 	Reason    string             `json:"reason,omitempty"`
 	Images    []diff.ImageChange `json:"images,omitempty"`
-	Fields    []string           `json:"fields,omitempty"`
+	// InPlace lists what goes in place (image, resources, metadata);
+	// Resources and Metadata detail the last two.
+	InPlace   []diff.Aspect         `json:"inPlace,omitempty"`
+	Resources []diff.ResourceChange `json:"resources,omitempty"`
+	Metadata  []diff.MetadataChange `json:"metadata,omitempty"`
+	Fields    []string              `json:"fields,omitempty"`
 	// Diff is the unified diff of --diff.
 	Diff string `json:"diff,omitempty"`
 }
@@ -264,6 +287,7 @@ func writePlanJSON(out io.Writer, plan *diff.Plan, rev *source.Revision, notPrun
 		jc := jsonChange{
 			Kind: ch.Ref.Kind, Group: ch.Ref.Group, Namespace: ch.Ref.Namespace, Name: ch.Ref.Name, Source: ch.Source,
 			Action: ch.Action, Class: ch.Class, Policy: ch.Policy, Path: ch.Path, Reason: ch.Reason, Images: ch.Images, Fields: ch.Fields,
+			InPlace: ch.InPlace, Resources: ch.Resources, Metadata: ch.Metadata,
 		}
 		if diffs != nil {
 			jc.Diff = diffs[i]

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -15,9 +18,23 @@ func TestDescribeUpdate(t *testing.T) {
 		ch   diff.Change
 		want string
 	}{
-		{"in place", diff.Change{Path: diff.PathInPlace, Images: img}, "update in place: web nginx:1.27 → nginx:1.28"},
-		{"re-target under a rollout", diff.Change{Path: diff.PathInPlace, Images: img, Reason: "in-place rollout under way: re-targeted to the new images"},
-			"update in place: web nginx:1.27 → nginx:1.28 (in-place rollout under way: re-targeted to the new images)"},
+		{"in place", diff.Change{Path: diff.PathInPlace, Images: img, InPlace: []diff.Aspect{diff.AspectImage}}, "update in place (image): web nginx:1.27 → nginx:1.28"},
+		{"re-target under a rollout", diff.Change{Path: diff.PathInPlace, Images: img, InPlace: []diff.Aspect{diff.AspectImage}, Reason: "in-place rollout under way: re-targeted to the new images"},
+			"update in place (image): web nginx:1.27 → nginx:1.28 (in-place rollout under way: re-targeted to the new images)"},
+		{"image, resources and metadata", diff.Change{Path: diff.PathInPlace, Images: img,
+			InPlace: []diff.Aspect{diff.AspectImage, diff.AspectResources, diff.AspectMetadata},
+			Resources: []diff.ResourceChange{{Container: "web", Resource: "requests.cpu", From: "100m", To: "200m"},
+				{Container: "web", Resource: "limits.memory", To: "256Mi"}},
+			Metadata: []diff.MetadataChange{{Kind: "label", Key: "tier", From: "a", To: "b"},
+				{Kind: "annotation", Key: "team", To: "shop"}, {Kind: "annotation", Key: "old", From: "x", Removed: true}}},
+			"update in place (image, resources, metadata): web nginx:1.27 → nginx:1.28; web requests.cpu 100m → 200m; web limits.memory unset → 256Mi; " +
+				"label tier a → b; annotation team=shop added; annotation old removed"},
+		{"resources only", diff.Change{Path: diff.PathInPlace, InPlace: []diff.Aspect{diff.AspectResources},
+			Resources: []diff.ResourceChange{{Container: "web", Resource: "requests.memory", From: "64Mi", To: "128Mi"}}},
+			"update in place (resources): web requests.memory 64Mi → 128Mi"},
+		{"recreate with its reason", diff.Change{Path: diff.PathRecreate, Reason: "structural change: the QoS class changes from Guaranteed to Burstable (a running Pod keeps its class)",
+			Fields: []string{"spec.template.spec.containers[name=web].resources.limits.cpu"}},
+			"update, Pods recreated (structural change: the QoS class changes from Guaranteed to Burstable (a running Pod keeps its class)) spec.template.spec.containers[name=web].resources.limits.cpu"},
 		{"replicas under a rollout", diff.Change{Path: diff.PathInPlace, Reason: "in-place rollout under way: the change is applied with its hold kept", Fields: []string{"spec.replicas"}},
 			"update in place: (in-place rollout under way: the change is applied with its hold kept) spec.replicas"},
 		{"structural under a rollout", diff.Change{Path: diff.PathRecreate, Reason: "structural change: the in-place rollout under way ends", Fields: []string{"spec.template.spec.containers[name=web].env"}},
@@ -72,5 +89,41 @@ func TestPreviewed(t *testing.T) {
 	only := &diff.Plan{Changes: []diff.Change{{Ref: ref("gone"), Action: diff.Delete}}}
 	if got, _ := previewed(only, false); got.HasChanges() {
 		t.Errorf("a plan of deletions only has changes without --prune")
+	}
+}
+
+// -o json carries what goes in place and, for a recreation, the reason.
+func TestPlanJSONInPlace(t *testing.T) {
+	ref := diff.Ref{Group: "apps", Version: "v1", Kind: "Deployment", Namespace: "shop", Name: "web"}
+	plan := &diff.Plan{Changes: []diff.Change{
+		{Ref: ref, Action: diff.Update, Class: diff.PodMutable, Path: diff.PathInPlace,
+			InPlace:   []diff.Aspect{diff.AspectResources, diff.AspectMetadata},
+			Resources: []diff.ResourceChange{{Container: "app", Resource: "requests.cpu", From: "100m", To: "200m"}},
+			Metadata:  []diff.MetadataChange{{Kind: "annotation", Key: "team", From: "a", Removed: true}}},
+		{Ref: ref, Action: diff.Update, Class: diff.Structural, Path: diff.PathRecreate, Reason: "structural change: label app is in the selector"},
+	}}
+	var out bytes.Buffer
+	if err := writePlanJSON(&out, plan, nil, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Changes []struct {
+			Class     string                `json:"class"`
+			InPlace   []string              `json:"inPlace"`
+			Resources []diff.ResourceChange `json:"resources"`
+			Metadata  []diff.MetadataChange `json:"metadata"`
+			Reason    string                `json:"reason"`
+		} `json:"changes"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	c, r := got.Changes[0], got.Changes[1]
+	if c.Class != "PodMutable" || strings.Join(c.InPlace, ",") != "resources,metadata" || len(c.Resources) != 1 || c.Resources[0].To != "200m" ||
+		len(c.Metadata) != 1 || !c.Metadata[0].Removed {
+		t.Errorf("in-place change: %+v", c)
+	}
+	if r.Class != "Structural" || r.InPlace != nil || !strings.Contains(r.Reason, "selector") {
+		t.Errorf("recreation: %+v", r)
 	}
 }

@@ -37,6 +37,7 @@ type runFlags struct {
 	prune          bool
 	listen         string
 	metricsListen  string
+	pprof          bool
 	viewTokenFile  string
 	leaderElect    bool
 	leaseNamespace string
@@ -46,18 +47,23 @@ type runFlags struct {
 	verbosity      int
 	grace          time.Duration
 	healthTimeout  time.Duration
+	concurrent     int
+	watchNS        string
+	allowLocal     bool
+	shard          shardFlags
 }
 
 func newRunCommand() *cobra.Command {
 	var f runFlags
 	cmd := &cobra.Command{
-		Use:   "run (--config FILE | --repo URL [--ref REF] [--path PATH] [--interval D])",
+		Use:   "run [--config FILE | --repo URL [--ref REF] [--path PATH] [--interval D] | --watch-namespace NS]",
 		Short: "Keep the cluster in sync with Git: the refit service",
 		Long: `Run polls each app's Git ref (a cheap ref listing; webhooks at /hook/<app>
 poll at once), and on a new commit renders, plans and applies it: image-only
 workload changes in place, the rest with server-side apply. It reports every
 commit's outcome to the Git host, corrects drift at a slower interval, and
-serves /metrics, /healthz and /readyz.`,
+serves /metrics, /healthz and /readyz. With neither --config nor --repo it
+runs the App objects (apps.refit.dev) of the cluster and writes their status.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return f.run(cmd.Context(), cmd.ErrOrStderr())
@@ -74,14 +80,19 @@ serves /metrics, /healthz and /readyz.`,
 	fl.StringVar(&f.listen, "listen", ":8080", "HTTP address for webhooks, metrics, probes and the live view at / (empty: none)")
 	fl.StringVar(&f.viewTokenFile, "view-token-file", "", "file holding the bearer token the live view requires (default: open)")
 	fl.StringVar(&f.metricsListen, "metrics-listen", "", "serve /metrics on this address instead of --listen")
+	fl.BoolVar(&f.pprof, "pprof", false, "serve Go's CPU and memory profiles at /debug/pprof/ on --listen (for diagnosis; off by default)")
 	fl.BoolVar(&f.leaderElect, "leader-elect", false, "act only while holding the leader Lease (for several replicas)")
-	fl.StringVar(&f.leaseNamespace, "leader-election-namespace", "", "namespace of the Lease and of referenced Secrets (default: $POD_NAMESPACE, then refit-system)")
-	fl.StringVar(&f.identity, "identity", "", "leader election identity (default: hostname)")
+	fl.StringVar(&f.leaseNamespace, "leader-election-namespace", "", "namespace of the Lease (leader election, or the --shard members' and locks') and of referenced Secrets (default: $POD_NAMESPACE, then refit-system)")
+	fl.StringVar(&f.identity, "identity", "", "leader election identity, or this replica's name with --shard (default: $POD_NAME with --shard, then the hostname)")
 	fl.StringVar(&f.defaultSA, "default-service-account", "", "ServiceAccount (in the app's namespace) that apps naming no serviceAccountName act as (default: refit's own identity)")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fl.IntVarP(&f.verbosity, "v", "v", 0, "log verbosity")
 	fl.DurationVar(&f.grace, "grace", 3*time.Second, "default readiness-gate grace before a Pod is patched")
 	fl.DurationVar(&f.healthTimeout, "health-timeout", 5*time.Minute, "health wait per reconciliation, with --repo")
+	fl.StringVar(&f.watchNS, "watch-namespace", "", "with neither --config nor --repo: watch the App objects of this namespace only (default: all)")
+	fl.BoolVar(&f.allowLocal, "allow-local-sources", false, "let App objects name local repositories (file://) and files on refit's filesystem (tests and demos outside a cluster; never in a shared cluster)")
+	f.shard.register(fl)
+	fl.IntVar(&f.concurrent, "concurrent", reconcile.DefaultConcurrent, "how many apps may plan or apply at once")
 	return cmd
 }
 
@@ -105,9 +116,14 @@ func (f *runFlags) run(ctx context.Context, stderr io.Writer) error {
 			homeNS = "refit-system"
 		}
 	}
-	apps, err := f.appConfigs(ns)
-	if err != nil {
-		return err
+	// With neither a config file nor a repository, the apps are the
+	// cluster's App objects.
+	watchApps := f.watchAppsMode()
+	var apps []config.App
+	if !watchApps {
+		if apps, err = f.appConfigs(ns); err != nil {
+			return err
+		}
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -124,7 +140,11 @@ func (f *runFlags) run(ctx context.Context, stderr io.Writer) error {
 	}
 	ids := &identities{base: r, cfg: cfg, defaultSA: f.defaultSA}
 	defer ids.stop()
-	wiring := &appWiring{client: client, secretsNS: homeNS, cacheDir: f.src.cacheDir, grace: f.grace, flags: &f.src, ids: ids}
+	if f.concurrent <= 0 {
+		return fmt.Errorf("--concurrent %d: must be at least 1", f.concurrent)
+	}
+	wiring := &appWiring{client: client, secretsNS: homeNS, cacheDir: f.src.cacheDir, grace: f.grace, flags: &f.src, ids: ids,
+		secretReaders: newSecretClients(cfg), objects: watchApps}
 	built, err := wiring.build(ctx, apps)
 	if err != nil {
 		return err
@@ -145,13 +165,34 @@ func (f *runFlags) run(ctx context.Context, stderr io.Writer) error {
 		}
 	}
 	view := web.New(vopts)
+	var ctrl reconcile.Controller
+	if watchApps {
+		ac, err := f.appController(ctx, cfg, client, wiring, r, recorder)
+		if err != nil {
+			return err
+		}
+		if ac.member, err = f.newShardMember(client, homeNS); err != nil {
+			return err
+		}
+		if built.hooks, err = ac.serveHooks(f.listen != ""); err != nil {
+			return err
+		}
+		ctrl = ac
+	}
 	return r.Serve(ctx, built.apps, reconcile.ServiceOptions{
 		Listen: f.listen, Hooks: built.hooks, Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
-		HTTP:           reconcile.HTTPOptions{MetricsListen: f.metricsListen, View: view},
+		HTTP:           reconcile.HTTPOptions{MetricsListen: f.metricsListen, View: view, Profile: f.pprof},
 		Story:          view,
 		LeaderElection: f.leaderElect, LeaseNamespace: homeNS, LeaseName: "refit-leader", Identity: identity, Client: client,
 		AppReconcilers: built.own,
+		Sources:        built.sources, Concurrent: f.concurrent, Controller: ctrl,
 	})
+}
+
+// watchAppsMode: with neither a config file nor a repository, the apps
+// are the cluster's App objects.
+func (f *runFlags) watchAppsMode() bool {
+	return f.configFile == "" && f.src.repo == "" && f.src.dir == ""
 }
 
 // appConfigs reads --config, or makes one app of the --repo flags.

@@ -69,7 +69,7 @@ func (ids *identities) reconciler(ctx context.Context, a config.App) (*reconcile
 	}
 	cfg := rest.CopyConfig(ids.cfg)
 	if sa != "" {
-		cfg.Impersonate = rest.ImpersonationConfig{UserName: serviceAccountUser(a.Namespace, sa)}
+		cfg.Impersonate = rest.ImpersonationConfig{UserName: serviceAccountUser(a.ServiceAccountNamespace(), sa)}
 	}
 	if cfg.Impersonate.UserName == "" {
 		return nil, nil

@@ -9,8 +9,6 @@ import (
 	"slices"
 	"strings"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
 	"github.com/refit-gitops/refit/config"
 	"github.com/refit-gitops/refit/source"
 )
@@ -62,9 +60,9 @@ func (w *appWiring) verifyKeys(ctx context.Context, v *config.Verify) (*source.K
 		srcs = append(srcs, source.KeySource{Name: v.KeysFile, Data: data})
 	}
 	if ref := v.SecretRef; ref != nil {
-		sec, err := w.client.CoreV1().Secrets(w.secretsNS).Get(ctx, ref.Name, metav1.GetOptions{})
+		sec, err := w.getSecret(ctx, ref.Name)
 		if err != nil {
-			return nil, fmt.Errorf("secret %s/%s: %w", w.secretsNS, ref.Name, err)
+			return nil, err
 		}
 		names := slices.Sorted(maps.Keys(sec.Data))
 		if ref.Key != "" {
@@ -90,9 +88,9 @@ func (w *appWiring) verifyKeys(ctx context.Context, v *config.Verify) (*source.K
 func (w *appWiring) auth(ctx context.Context, s config.Source) (source.Auth, error) {
 	var auth source.Auth
 	if s.SecretRef != nil {
-		sec, err := w.client.CoreV1().Secrets(w.secretsNS).Get(ctx, s.SecretRef.Name, metav1.GetOptions{})
+		sec, err := w.getSecret(ctx, s.SecretRef.Name)
 		if err != nil {
-			return auth, fmt.Errorf("secret %s/%s: %w", w.secretsNS, s.SecretRef.Name, err)
+			return auth, err
 		}
 		auth.Username, auth.Password, auth.BearerToken = string(sec.Data["username"]), string(sec.Data["password"]), string(sec.Data["token"])
 		auth.SSHPrivateKey, auth.KnownHosts = sec.Data["identity"], sec.Data["known_hosts"]
@@ -113,9 +111,9 @@ func (w *appWiring) secret(ctx context.Context, ref *config.SecretRef, file, def
 	if key == "" {
 		key = def
 	}
-	sec, err := w.client.CoreV1().Secrets(w.secretsNS).Get(ctx, ref.Name, metav1.GetOptions{})
+	sec, err := w.getSecret(ctx, ref.Name)
 	if err != nil {
-		return "", fmt.Errorf("secret %s/%s: %w", w.secretsNS, ref.Name, err)
+		return "", err
 	}
 	v, ok := sec.Data[key]
 	if !ok {

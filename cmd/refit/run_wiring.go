@@ -26,26 +26,61 @@ type appWiring struct {
 	flags *sourceFlags
 	// ids build the Reconcilers of apps with an identity of their own.
 	ids *identities
+	// secretsAs is the ServiceAccount the app's Secrets are read as (zero:
+	// refit's own identity), with a client of secretReaders (forApp).
+	secretsAs     serviceAccount
+	secretReaders *secretClients
+	// hub polls each repository once for all the apps that track it
+	// (built by build when nil).
+	hub *source.Hub
+	// objects: the apps are App objects (hookPath).
+	objects bool
 }
 
 // wired is what build makes of the config's apps.
 type wired struct {
 	apps  []reconcile.App
 	hooks http.Handler
+	// hookList are the hooks hooks serves (the App controller sets them
+	// on its own Receiver).
+	hookList []source.Hook
 	// own maps the apps that act as an identity of their own to its
 	// Reconciler.
 	own map[string]*reconcile.Reconciler
+	// sources polls the apps' repositories; it runs while the apps do.
+	sources *source.Hub
+}
+
+// appOptions are the reconcile options of a.
+func appOptions(a config.App, grace time.Duration) reconcile.Options {
+	ro := reconcile.DefaultOptions()
+	ro.App, ro.Path, ro.Namespace, ro.Timeout = a.Name, a.Path, a.Namespace, a.Timeout.Duration
+	ro.Prune = a.Prune == nil || *a.Prune
+	ro.DefaultPolicy, ro.AllowEmpty = diff.Policy(a.Policy), a.AllowEmpty
+	ro.InPlace.Grace = grace
+	return ro
 }
 
 func (w *appWiring) build(ctx context.Context, apps []config.App) (*wired, error) {
-	out := &wired{own: map[string]*reconcile.Reconciler{}}
+	if w.hub == nil {
+		dir, err := sourcesCacheDir(w.cacheDir)
+		if err != nil {
+			return nil, err
+		}
+		w.hub = source.NewHub(dir)
+	}
+	out := &wired{own: map[string]*reconcile.Reconciler{}, sources: w.hub}
 	var hooks []source.Hook
 	for _, a := range apps {
-		opts, err := w.sourceOptions(ctx, a)
+		// An App object's Secrets are in its namespace, read as its
+		// ServiceAccount; a Config entry's in refit's.
+		aw := w.forApp(a)
+		opts, err := aw.sourceOptions(ctx, a)
 		if err != nil {
 			return nil, fmt.Errorf("app %s: %w", a.Name, err)
 		}
-		poller, err := source.NewPoller(opts)
+		// Apps on one repository and ref share its polls, fetches and trees.
+		sub, err := w.hub.Subscribe(opts, a.Interval.Duration)
 		if err != nil {
 			return nil, fmt.Errorf("app %s: %w", a.Name, err)
 		}
@@ -58,27 +93,27 @@ func (w *appWiring) build(ctx context.Context, apps []config.App) (*wired, error
 				out.own[a.Name] = rec
 			}
 		}
-		ro := reconcile.DefaultOptions()
-		ro.App, ro.Path, ro.Namespace, ro.Prune, ro.Timeout = a.Name, a.Path, a.Namespace, *a.Prune, a.Timeout.Duration
-		ro.DefaultPolicy, ro.AllowEmpty = diff.Policy(a.Policy), a.AllowEmpty
-		ro.InPlace.Grace = w.grace
-		app := reconcile.App{Name: a.Name, Poller: poller, Interval: a.Interval.Duration, DriftInterval: a.DriftInterval.Duration, Options: ro}
+		ro := appOptions(a, w.grace)
+		ro.AppNamespace = aw.secretsNS // the App's namespace, or refit's
+		app := reconcile.App{Name: a.Name, Poller: sub, Trigger: sub.Changed(), Interval: a.Interval.Duration, DriftInterval: a.DriftInterval.Duration, Options: ro}
 		if a.Webhook != nil {
-			secret, err := w.secret(ctx, a.Webhook.SecretSecretRef, a.Webhook.SecretFile, "secret")
+			secret, err := aw.secret(ctx, a.Webhook.SecretSecretRef, a.Webhook.SecretFile, "secret")
 			if err != nil {
 				return nil, fmt.Errorf("app %s: webhook: %w", a.Name, err)
 			}
-			app.Trigger = source.NewTrigger()
-			hooks = append(hooks, source.Hook{Path: "/hook/" + a.Name, Provider: source.Provider(a.Webhook.Provider),
-				Secret: secret, RepoURL: a.Source.URL, Trigger: app.Trigger})
+			// The hook wakes the shared poller, which tells every app on the
+			// repository if the commit moved.
+			hooks = append(hooks, source.Hook{Path: hookPath(a, w.objects), Provider: source.Provider(a.Webhook.Provider),
+				Secret: secret, RepoURL: a.Source.URL, Trigger: sub.Wake(), Reload: aw.hookSecret(a)})
 		}
 		if a.Status != nil {
-			if app.Status, err = w.statusReporter(ctx, a); err != nil {
+			if app.Status, err = aw.statusReporter(ctx, a); err != nil {
 				return nil, fmt.Errorf("app %s: status: %w", a.Name, err)
 			}
 		}
 		out.apps = append(out.apps, app)
 	}
+	out.hookList = hooks
 	if len(hooks) == 0 {
 		return out, nil
 	}

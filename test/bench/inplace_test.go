@@ -154,29 +154,7 @@ func runOne(t *testing.T, bed *cluster.Cluster, n int, method string) row {
 	if method == "recreate" {
 		name = "recreate"
 	}
-	if _, err := bed.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		_ = bed.Client.CoreV1().Namespaces().Delete(ctx, name, metav1.DeleteOptions{})
-		// Wait for the Pods to go, so the next method has the nodes' room.
-		_ = wait.PollUntilContextTimeout(ctx, time.Second, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
-			pods, err := bed.Client.CoreV1().Pods(name).List(ctx, metav1.ListOptions{})
-			return err == nil && len(pods.Items) == 0, nil
-		})
-	}()
-	dyn := dynamic.NewForConfigOrDie(bed.Config)
-	apply := func(obj *unstructured.Unstructured) {
-		data, _ := obj.MarshalJSON()
-		force := true
-		_, err := dyn.Resource(deploymentsGVR).Namespace(name).Patch(ctx, obj.GetName(), types.ApplyPatchType, data,
-			metav1.PatchOptions{FieldManager: diff.FieldManager, Force: &force})
-		if err != nil {
-			t.Fatalf("apply: %v", err)
-		}
-	}
-	apply(deploymentManifest(name, n, "app:1.0"))
-	waitDeployment(t, bed, name, n)
+	defer seedDeployment(ctx, t, bed, name, n)()
 
 	fw := watchFleet(t, bed, name, n)
 	writesBefore := apiWrites(t, bed)
@@ -206,7 +184,7 @@ func runOne(t *testing.T, bed *cluster.Cluster, n int, method string) row {
 			t.Fatalf("in-place rollout: %+v %v", res, err)
 		}
 	} else {
-		apply(deploymentManifest(name, n, "app:1.1"))
+		applyDeployment(ctx, t, bed, deploymentManifest(name, n, "app:1.1"))
 		waitDeployment(t, bed, name, n)
 	}
 	wall := time.Since(start)
@@ -246,7 +224,9 @@ type fleet struct {
 }
 
 func watchFleet(t *testing.T, bed *cluster.Cluster, ns string, n int) *fleet {
-	list, err := bed.Client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{})
+	// refit's pre-pull Pods are no Pods of the workload.
+	sel := "!" + inplace.PullRolloutLabel
+	list, err := bed.Client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: sel})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +234,7 @@ func watchFleet(t *testing.T, bed *cluster.Cluster, ns string, n int) *fleet {
 	for i := range list.Items {
 		f.ready[list.Items[i].Name] = podReady(&list.Items[i])
 	}
-	f.w, err = bed.Client.CoreV1().Pods(ns).Watch(context.Background(), metav1.ListOptions{ResourceVersion: list.ResourceVersion})
+	f.w, err = bed.Client.CoreV1().Pods(ns).Watch(context.Background(), metav1.ListOptions{LabelSelector: sel, ResourceVersion: list.ResourceVersion})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,3 +334,37 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 var deploymentsGVR = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
+
+// seedDeployment creates namespace name with a Deployment of n Pods on
+// app:1.0 (applied as refit applies) and waits for them; the returned
+// func deletes the namespace and waits until its Pods are gone, so the
+// next method has the nodes' room.
+func seedDeployment(ctx context.Context, t *testing.T, bed *cluster.Cluster, name string, n int) func() {
+	t.Helper()
+	if _, err := bed.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cleanup := func() {
+		_ = bed.Client.CoreV1().Namespaces().Delete(ctx, name, metav1.DeleteOptions{})
+		// Wait for the Pods to go, so the next method has the nodes' room.
+		_ = wait.PollUntilContextTimeout(ctx, time.Second, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
+			pods, err := bed.Client.CoreV1().Pods(name).List(ctx, metav1.ListOptions{})
+			return err == nil && len(pods.Items) == 0, nil
+		})
+	}
+	applyDeployment(ctx, t, bed, deploymentManifest(name, n, "app:1.0"))
+	waitDeployment(t, bed, name, n)
+	return cleanup
+}
+
+// applyDeployment writes obj with server-side apply as refit does.
+func applyDeployment(ctx context.Context, t *testing.T, bed *cluster.Cluster, obj *unstructured.Unstructured) {
+	t.Helper()
+	data, _ := obj.MarshalJSON()
+	force := true
+	_, err := dynamic.NewForConfigOrDie(bed.Config).Resource(deploymentsGVR).Namespace(obj.GetNamespace()).Patch(ctx, obj.GetName(),
+		types.ApplyPatchType, data, metav1.PatchOptions{FieldManager: diff.FieldManager, Force: &force})
+	if err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+}

@@ -46,6 +46,10 @@ type Options struct {
 	// RestartDelay is how long an in-place container restart takes, from
 	// the kill to the new container being ready.
 	RestartDelay time.Duration
+	// PullDelay is how long a kwok node takes to pull an image it does not
+	// have yet (once per node and image); a Node annotation
+	// kwok.refit.dev/pull-delay overrides it.
+	PullDelay time.Duration
 	// BadImagePattern is a regexp: an image matching it cannot be pulled.
 	BadImagePattern string
 	// CacheDir holds the built tools and the cluster state (CacheDir()).
@@ -56,6 +60,13 @@ type Options struct {
 	// a later Start removes it if this process died without calling Stop.
 	Ephemeral bool
 }
+
+// The local cluster's address ranges: room for 65,534 Services and a
+// million Pod IPs.
+const (
+	ServiceCIDR = "10.96.0.0/16"
+	PodCIDR     = "10.64.0.0/12"
+)
 
 // DefaultBadImagePattern marks images that fail to pull on kwok nodes.
 const DefaultBadImagePattern = `does-not-exist|:bad($|[-_.])`
@@ -82,9 +93,10 @@ type Cluster struct {
 	Client     kubernetes.Interface
 	Tools      *Tools
 
-	opts     Options
-	kwokEnv  []string
-	stateDir string
+	opts       Options
+	kwokEnv    []string
+	stateDir   string
+	kubeletSim string // path of the simulator's binary, once built
 }
 
 // nodeAnnotation is what kwok's controller looks for to manage a node; nodes
@@ -122,6 +134,9 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if c.exists(ctx) {
 		if err := c.connect(ctx); err == nil {
 			fmt.Fprintf(opts.Log, "reusing running cluster %q\n", c.Name)
+			if err := c.ensureKubeletSim(ctx, false); err != nil {
+				return nil, err
+			}
 			return c, c.ensureNodes(ctx)
 		}
 		fmt.Fprintf(opts.Log, "cluster %q is not healthy: recreating it\n", c.Name)
@@ -157,6 +172,9 @@ func (o Options) validate() error {
 	if _, err := regexp.Compile(o.BadImagePattern); err != nil || o.BadImagePattern == "" {
 		return fmt.Errorf("cluster %s: bad image pattern %q is not a regexp", o.Name, o.BadImagePattern)
 	}
+	if o.PullDelay < 0 {
+		return fmt.Errorf("cluster %s: pull delay %s is negative", o.Name, o.PullDelay)
+	}
 	if o.Log == nil {
 		return fmt.Errorf("cluster %s: Options.Log is nil (use io.Discard)", o.Name)
 	}
@@ -177,6 +195,9 @@ func (c *Cluster) create(ctx context.Context) error {
 		return err
 	}
 	fmt.Fprintf(c.opts.Log, "starting cluster %q (kube-apiserver, etcd, kube-controller-manager, kube-scheduler, kwok)\n", c.Name)
+	// Built while the control plane starts, so it costs no start time.
+	built := make(chan error, 1)
+	go func() { built <- c.buildKubeletSim(ctx) }()
 	_, err = c.kwokctl(ctx, "create", "cluster",
 		"--runtime", "binary",
 		"--kube-apiserver-binary", c.Tools.KubeAPIServer,
@@ -190,12 +211,28 @@ func (c *Cluster) create(ctx context.Context) error {
 		// kwok would otherwise also drive hollow kubelets' nodes and Pods.
 		"--extra-args", "kwok-controller=manage-all-nodes=false",
 		"--extra-args", "kwok-controller=manage-nodes-with-annotation-selector="+nodeAnnotationKey+"="+nodeAnnotationValue,
+		// Room for scale tests: the API server's default Service range
+		// (10.0.0.0/24) ran out at 254 Services, and kwok's Pod IP pool
+		// (10.0.0.0/24 by default) overlapped it.
+		"--extra-args", "kube-apiserver=service-cluster-ip-range="+ServiceCIDR,
+		"--extra-args", "kwok-controller=cidr="+PodCIDR,
+		// One controller manager and one scheduler: leader election only
+		// lets a burst of load (1,000 apps at once) make them miss a lease
+		// renewal and exit, which no test wants to see.
+		"--extra-args", "kube-controller-manager=leader-elect=false",
+		"--extra-args", "kube-scheduler=leader-elect=false",
 		"--wait", "2m",
 	)
+	if buildErr := <-built; err == nil && buildErr != nil {
+		err = buildErr
+	}
 	if err != nil {
 		return err
 	}
 	if err := c.connect(ctx); err != nil {
+		return err
+	}
+	if err := c.ensureKubeletSim(ctx, true); err != nil {
 		return err
 	}
 	if err := c.ensureNodes(ctx); err != nil {
@@ -313,6 +350,7 @@ func (c *Cluster) WaitNodesReady(ctx context.Context, n int, timeout time.Durati
 // kubelets) and removes its state.
 func (c *Cluster) Stop(ctx context.Context) error {
 	stopHollowNodes(c.stateDir)
+	stopPIDFile(filepath.Join(c.stateDir, kubeletSimPID))
 	err := c.deleteKwok(ctx)
 	if rmErr := os.RemoveAll(c.stateDir); rmErr != nil && err == nil {
 		err = rmErr

@@ -5,12 +5,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/refit-gitops/refit/test/cluster/kubeletsim"
 )
 
 type stage struct {
@@ -63,7 +67,7 @@ func TestRenderStages(t *testing.T) {
 	stages := renderedStages(t, opts)
 
 	for _, name := range []string{"node-initialize", "node-heartbeat", "pod-create", "pod-start", "pod-image-pull-error",
-		"pod-image-pull-backoff", "pod-container-kill", "pod-container-restart", "pod-ready-recompute", "pod-delete"} {
+		"pod-image-pull-backoff", "pod-image-pulling", "pod-container-kill", "pod-container-restart", "pod-ready-recompute", "pod-delete"} {
 		if _, ok := stages[name]; !ok {
 			t.Errorf("stage %s missing", name)
 		}
@@ -78,7 +82,8 @@ func TestRenderStages(t *testing.T) {
 		if start < 0 {
 			continue
 		}
-		lit := e.Key[start+len("test(") : strings.Index(e.Key, ")")]
+		rest := e.Key[start+len("test("):]
+		lit := rest[:strings.Index(rest, ")")]
 		var got string
 		if err := json.Unmarshal([]byte(lit), &got); err != nil || got != opts.BadImagePattern {
 			t.Errorf("jq literal %s decodes to %q (%v), want %q", lit, got, err, opts.BadImagePattern)
@@ -119,6 +124,7 @@ func TestOptionsValidate(t *testing.T) {
 		{"no pods", func(o *Options) { o.PodsPerNode = 0 }, "pods per node"},
 		{"bad regexp", func(o *Options) { o.BadImagePattern = "(" }, "not a regexp"},
 		{"nil log", func(o *Options) { o.Log = nil }, "Log is nil"},
+		{"negative pull delay", func(o *Options) { o.PullDelay = -time.Second }, "pull delay"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			opts := DefaultOptions()
@@ -163,5 +169,62 @@ func TestFailedBuildLeavesNoCacheEntry(t *testing.T) {
 	}
 	if !strings.Contains(log.String(), "building demo-v1") {
 		t.Errorf("no progress line: %q", log.String())
+	}
+}
+
+// The simulator's cached binary is keyed by its sources: another checkout
+// with other sources must not run this one's binary.
+func TestSourcesHash(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("go.mod", "module x\n")
+	write("sim/a.go", "package sim\n")
+	write("sim/a_test.go", "package sim\n")
+	patterns := []string{"go.mod", "sim/*.go"}
+	first, err := sourcesHash(dir, patterns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("sim/a_test.go", "package sim // a test changed\n")
+	if again, _ := sourcesHash(dir, patterns); again != first {
+		t.Errorf("a test file changed the hash: %s, then %s", first, again)
+	}
+	write("sim/a.go", "package sim // changed\n")
+	if changed, _ := sourcesHash(dir, patterns); changed == first {
+		t.Errorf("a source changed and the hash did not: %s", first)
+	}
+	if _, err := sourcesHash(dir, []string{"missing/*.go"}); err == nil {
+		t.Error("no error for a pattern matching nothing")
+	}
+}
+
+// The Stages and refit-kubeletsim agree on the pulling mark: a start or a
+// restart waits for it to go, and pod-image-pulling holds the Pod meanwhile.
+func TestStagesWaitForPulls(t *testing.T) {
+	stages := renderedStages(t, DefaultOptions())
+	mark := fmt.Sprintf("select(.type == %q)", kubeletsim.PullingCondition)
+	for _, name := range []string{"pod-start", "pod-container-restart", "pod-image-pulling"} {
+		found := false
+		for _, e := range stages[name].Spec.Selector.MatchExpressions {
+			found = found || strings.Contains(e.Key, mark)
+		}
+		if !found {
+			t.Errorf("stage %s does not select on %s", name, mark)
+		}
+	}
+	if d := stages["pod-image-pulling"].Spec.Delay; d == nil || d.DurationMilliseconds < 3600*1000 {
+		t.Errorf("pod-image-pulling delay = %+v, want it never to play while a pull lasts", d)
+	}
+	for _, name := range []string{"pod-image-pull-error", "pod-image-pull-backoff", "pod-container-kill", "pod-container-restart"} {
+		if tmpl := stages[name].Spec.Next.StatusTemplate; !strings.Contains(tmpl, "resources: {{ toJson . }}") || !strings.Contains(tmpl, "allocatedResources: {{ toJson . }}") {
+			t.Errorf("stage %s rewrites containerStatuses without keeping resources and allocatedResources", name)
+		}
 	}
 }

@@ -123,55 +123,8 @@ func TestAdversityStatefulSetPercentBudgetAndOrdinals(t *testing.T) {
 	noRecordLeft(t, ns, "StatefulSet", "db")
 }
 
-const surgeDaemonSet = `apiVersion: apps/v1
-kind: DaemonSet
-metadata: {name: agent}
-spec:
-  selector: {matchLabels: {app: agent}}
-  updateStrategy:
-    type: RollingUpdate
-    rollingUpdate: {maxUnavailable: 0, maxSurge: 1}
-  template:
-    metadata: {labels: {app: agent}}
-    spec:
-      nodeSelector: {refit.dev/node-type: kwok}
-      containers:
-      - {name: agent, image: "agent:VERSION"}
-`
-
-// Case 11: a DaemonSet that says no Pod may be unavailable (maxUnavailable
-// 0, maxSurge 1) goes the ordinary way: the plan says the Pods are
-// recreated and why, and refit takes no Pod down — every node keeps an
-// available Pod throughout, counted per node as the DaemonSet controller
-// counts it.
-func TestAdversityDaemonSetNoPodMayBeDown(t *testing.T) {
-	ns, dir := namespace(t), t.TempDir()
-	nodes, err := bed.Client.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{LabelSelector: "refit.dev/node-type=kwok"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := len(nodes.Items)
-	writeManifests(t, dir, strings.ReplaceAll(surgeDaemonSet, "VERSION", "1"))
-	mustApplyDir(t, ns, dir)
-	waitOnImage(t, ns, "app=agent", n, "agent", "agent:1", time.Minute)
-
-	g := groupOf(t, "daemonset agent (nodes without an available Pod)", "app=agent", n, 0)
-	g.perNode = true
-	bw := watchBound(t, ns, g)
-	writeManifests(t, dir, strings.ReplaceAll(surgeDaemonSet, "VERSION", "2"))
-	assertPlanLine(t, ns, dir, "DaemonSet.apps/"+ns+"/agent", "Pods recreated", "update in place")
-	mustApplyDir(t, ns, dir, "--grace", "0s")
-	after := waitOnImage(t, ns, "app=agent", n, "agent", "agent:2", 2*time.Minute)
-	r := bw.report()
-	r.assertBounds(t)
-	if len(r.downed) > 0 || len(r.patched) > 0 {
-		t.Errorf("refit took Pods down: unready while not deleted %v, images patched in place %v", r.downed, r.patched)
-	}
-	if k := stateAnnotated(after); k > 0 {
-		t.Errorf("%d pods carry refit's in-place state: want none patched", k)
-	}
-	noRecordLeft(t, ns, "DaemonSet", "agent")
-}
+// Case 11 (a DaemonSet with maxUnavailable 0 and maxSurge 1) is in
+// surge_test.go: it now goes in place with extra Pods.
 
 const partitionStatefulSet = `apiVersion: apps/v1
 kind: StatefulSet

@@ -122,7 +122,7 @@ func consistentlyTrue(t *testing.T, d time.Duration, what string, cond func(ctx 
 
 func podsOf(t *testing.T, ns string) []corev1.Pod {
 	t.Helper()
-	list, err := bed.Client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{})
+	list, err := bed.Client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: notPrePull})
 	if err != nil {
 		t.Fatalf("list pods of %s: %v", ns, err)
 	}
@@ -171,7 +171,7 @@ func waitSettled(t *testing.T, ns string, n int, container, image string, timeou
 	var pods []corev1.Pod
 	var last string
 	err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		list, err := bed.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		list, err := bed.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: notPrePull})
 		if err != nil {
 			return false, nil
 		}
@@ -193,7 +193,7 @@ func waitSettled(t *testing.T, ns string, n int, container, image string, timeou
 
 // countPods counts the namespace's Pods for which pred holds.
 func countPodsWhere(ctx context.Context, ns string, pred func(*corev1.Pod) bool) int {
-	list, err := bed.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+	list, err := bed.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: notPrePull})
 	if err != nil {
 		return -1
 	}

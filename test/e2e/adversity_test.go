@@ -289,7 +289,7 @@ func TestAdversityCommitMidRollout(t *testing.T) {
 		}
 		app.commit(v3.yaml(), "v3: an env var")
 		waitFor(t, 3*time.Minute, "every pod replaced by the controller with MODE=fast on app:2", func(ctx context.Context) bool {
-			list, err := bed.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+			list, err := bed.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: notPrePull})
 			if err != nil || len(list.Items) != 6 {
 				return false
 			}
@@ -487,11 +487,12 @@ func testPDBWithCLI(t *testing.T, ns string, ws []workload, pdb, pdbName string,
 // A bad image without rollback fails after the first batch and leaves
 // those Pods in ImagePullBackOff; the next commit's good image finishes in
 // place — the Pods already down are patched without spending budget — and
-// the apply does not sit in a health wait.
+// the apply does not sit in a health wait. (Pre-pull is off in the tests
+// of a patched bad image: with it, the bad image never reaches a Pod.)
 func TestAdversityFixForward(t *testing.T) {
 	ns := namespace(t)
 	w := workload{kind: "Deployment", name: "web", replicas: 8, maxUnavailable: "2", restartDelay: "2s", image: "app:1",
-		annotations: map[string]string{"refit.dev/progress-deadline": "5m"}}
+		annotations: map[string]string{"refit.dev/pre-pull": "disabled", "refit.dev/progress-deadline": "5m"}}
 	dir := t.TempDir()
 	writeManifests(t, dir, w.yaml())
 	applyCLI(t, ns, dir, 0, "--wait")
@@ -550,7 +551,7 @@ func TestAdversityRollback(t *testing.T) {
 	t.Run("Gated", func(t *testing.T) {
 		ns := namespace(t)
 		w := workload{kind: "Deployment", name: "shop", replicas: 8, maxUnavailable: "2", restartDelay: "2s", image: "app:1", gate: true,
-			annotations: map[string]string{"refit.dev/rollback": "auto", "refit.dev/grace-seconds": "1", "refit.dev/progress-deadline": "5m"}}
+			annotations: map[string]string{"refit.dev/pre-pull": "disabled", "refit.dev/rollback": "auto", "refit.dev/grace-seconds": "1", "refit.dev/progress-deadline": "5m"}}
 		app := newGitApp(t, ns, "rollback")
 		app.commit(w.yaml(), "v1")
 		app.serve(t, "--drift-interval", "2s")
@@ -568,7 +569,7 @@ func TestAdversityRollback(t *testing.T) {
 	// including those that had finished on app:2.
 	t.Run("RetargetThenFailure", func(t *testing.T) {
 		w := workload{kind: "Deployment", name: "shop", replicas: 8, maxUnavailable: "2", restartDelay: "3s", image: "app:1",
-			annotations: map[string]string{"refit.dev/rollback": "auto", "refit.dev/progress-deadline": "5m"}}
+			annotations: map[string]string{"refit.dev/pre-pull": "disabled", "refit.dev/rollback": "auto", "refit.dev/progress-deadline": "5m"}}
 		testRetargetThenFailure(t, w, "", 2)
 	})
 
@@ -576,7 +577,7 @@ func TestAdversityRollback(t *testing.T) {
 	// that finished on app:2 go back one at a time, as the PDB says.
 	t.Run("RetargetThenFailureUnderPDB", func(t *testing.T) {
 		w := workload{kind: "Deployment", name: "shop", replicas: 8, maxUnavailable: "3", restartDelay: "3s", image: "app:1",
-			annotations: map[string]string{"refit.dev/rollback": "auto", "refit.dev/progress-deadline": "5m"}}
+			annotations: map[string]string{"refit.dev/pre-pull": "disabled", "refit.dev/rollback": "auto", "refit.dev/progress-deadline": "5m"}}
 		testRetargetThenFailure(t, w, pdbYAML("shop", "1", "{matchLabels: {app: shop}}"), 1)
 	})
 }
@@ -688,7 +689,7 @@ func TestAdversityGates(t *testing.T) {
 	t.Run("AfterRollback", func(t *testing.T) {
 		ns := namespace(t)
 		w := workload{kind: "Deployment", name: "shop", replicas: 6, maxUnavailable: "2", restartDelay: "2s", image: "app:1", gate: true,
-			annotations: map[string]string{"refit.dev/rollback": "auto", "refit.dev/grace-seconds": "1", "refit.dev/progress-deadline": "5m"}}
+			annotations: map[string]string{"refit.dev/pre-pull": "disabled", "refit.dev/rollback": "auto", "refit.dev/grace-seconds": "1", "refit.dev/progress-deadline": "5m"}}
 		dir := t.TempDir()
 		writeManifests(t, dir, w.yaml())
 		applyCLI(t, ns, dir, 0, "--wait")
@@ -729,7 +730,7 @@ func waitGatesTrue(t *testing.T, ns string, n int) []corev1.Pod {
 	var pods []corev1.Pod
 	var off []string
 	err := waitCond(time.Minute, func(ctx context.Context) bool {
-		list, err := bed.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		list, err := bed.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: notPrePull})
 		if err != nil {
 			return false
 		}
@@ -923,7 +924,7 @@ func TestAdversityNewPodGates(t *testing.T) {
 		svc := app.serve(t, "--grace", "0s", "--drift-interval", "1h")
 		before := waitSettled(t, ns, 1, "app", "app:1", 2*time.Minute)
 		waitFor(t, time.Minute, "the first deploy reconciled", func(context.Context) bool {
-			return grepLines(svc.metrics(t), `refit_reconciles_total{app="gates",result="success"}`) != ""
+			return grepLines(svc.metrics(t), appSeries("refit_reconciles_total", "gates", "success")) != ""
 		})
 		fw := watchFleet(t, ns)
 		start := time.Now()

@@ -441,7 +441,7 @@ type podLedger struct {
 
 func recordPods(t *testing.T, ns string) *podLedger {
 	t.Helper()
-	w, err := bed.Client.CoreV1().Pods(ns).Watch(context.Background(), metav1.ListOptions{})
+	w, err := bed.Client.CoreV1().Pods(ns).Watch(context.Background(), metav1.ListOptions{LabelSelector: notPrePull})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -479,7 +479,7 @@ func TestApplyRolloutWaitsUntilDone(t *testing.T) {
 	opts.Wait = true
 	mustApply(t, a, ns, ns, base, opts)
 	ctx := context.Background()
-	before, err := bed.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+	before, err := bed.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: notPrePull})
 	if err != nil || len(before.Items) != 3 {
 		t.Fatalf("pods before: %d, %v", len(before.Items), err)
 	}
@@ -535,7 +535,7 @@ func TestApplyRolloutWaitsUntilDone(t *testing.T) {
 		if now := deployment(); !strings.HasSuffix(now, " 3 3 3") || strings.Fields(now)[0] != strings.Fields(now)[1] {
 			t.Errorf("Deployment generation observedGeneration replicas updated available = %q when Apply returned", now)
 		}
-		pods, err := bed.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		pods, err := bed.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: notPrePull})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -563,7 +563,7 @@ func TestApplyRolloutWaitsUntilDone(t *testing.T) {
 		}
 		t.Logf("progress:\n%s", strings.Join(ev.find(""), "\n"))
 		err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-			pods, err := bed.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+			pods, err := bed.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: notPrePull})
 			if err != nil {
 				return false, nil
 			}

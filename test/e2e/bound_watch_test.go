@@ -83,7 +83,7 @@ type boundWatch struct {
 
 func watchBound(t *testing.T, ns string, groups ...*podGroup) *boundWatch {
 	t.Helper()
-	list, err := bed.Client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{})
+	list, err := bed.Client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: notPrePull})
 	if err != nil {
 		t.Fatalf("list pods of %s: %v", ns, err)
 	}
@@ -102,7 +102,7 @@ func watchBound(t *testing.T, ns string, groups ...*podGroup) *boundWatch {
 			g.overs = 1
 		}
 	}
-	bw.w, err = bed.Client.CoreV1().Pods(ns).Watch(context.Background(), metav1.ListOptions{ResourceVersion: list.ResourceVersion})
+	bw.w, err = bed.Client.CoreV1().Pods(ns).Watch(context.Background(), metav1.ListOptions{LabelSelector: notPrePull, ResourceVersion: list.ResourceVersion})
 	if err != nil {
 		t.Fatalf("watch pods of %s: %v", ns, err)
 	}
@@ -386,7 +386,10 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func(ctx c
 // poll, and fail with what they last saw.
 func livePods(ctx context.Context, t *testing.T, ns, selector string) []corev1.Pod {
 	t.Helper()
-	list, err := bed.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if selector != "" {
+		selector += ","
+	}
+	list, err := bed.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector + notPrePull})
 	if err != nil {
 		t.Logf("list pods of %s: %v", ns, err)
 		return nil

@@ -122,7 +122,7 @@ func TestCLIPlanExitCodesAndJSON(t *testing.T) {
 	}
 	writeManifests(t, dir, strings.Replace(cliApp, `"api:1.0"`, `"api:1.1"`, 1))
 	out, code = runRefitCLI(t, ns, "plan", "--dir", dir, "--app", ns)
-	if code != 2 || !strings.Contains(out, "update in place: api api:1.0 → api:1.1") {
+	if code != 2 || !strings.Contains(out, "update in place (image): api api:1.0 → api:1.1") {
 		t.Fatalf("plan of an image bump: exit %d\n%s", code, out)
 	}
 	writeManifests(t, dir, cliApp+"---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: broken\n")
@@ -181,7 +181,7 @@ func TestCLIKilledMidRolloutResumes(t *testing.T) {
 	}
 	// Kill it once the first batch is patched, before the rollout ends.
 	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		pods, err := bed.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		pods, err := bed.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: notPrePull})
 		if err != nil {
 			return false, nil
 		}

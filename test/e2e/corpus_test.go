@@ -369,7 +369,7 @@ func corpusConfigCases(t *testing.T, ns string, snap *snapshotter, before *map[s
 	// app (the secret's content), which names the app's hook.
 	cases := []struct{ name, config, want string }{
 		{"empty config", "", "config is empty"},
-		{"two documents", head + app("") + "---\n" + head + app(""), "a second YAML document"},
+		{"two documents", head + app("") + "---\n" + head + app(""), "a second document of kind Config"},
 		{"unknown field", head + app("  intervall: 1m\n"), "field intervall not found"},
 		{"negative interval", head + app("  interval: -1m\n"), "interval -1m0s"},
 		{"zero timeout spelled negative", head + app("  timeout: -1s\n"), "timeout -1s: want a positive duration"},

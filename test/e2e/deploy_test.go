@@ -311,10 +311,20 @@ func deployAccessCases(app, other string) []access {
 		allow("list inventories", "list", "configmaps", "", refitNamespace),
 		allow("patch inventory", "patch", "configmaps", "", refitNamespace),
 		allow("get secrets in refit-system", "get", "secrets", "", refitNamespace),
-		allow("watch secrets in refit-system", "watch", "secrets", "", refitNamespace),
+		deny("list secrets in refit-system (refit only gets them)", "list", "secrets", "", refitNamespace),
+		// The App controller: App objects anywhere, their status and
+		// finalizers; it never creates or deletes them.
+		allow("watch apps", "watch", "apps.refit.dev", "", app),
+		allow("patch apps (finalizer)", "patch", "apps.refit.dev", "", other),
+		allow("update apps/status", "update", "apps.refit.dev", "status", app),
+		allow("update apps/finalizers", "update", "apps.refit.dev", "finalizers", app),
+		deny("create apps", "create", "apps.refit.dev", "", app),
+		deny("delete apps", "delete", "apps.refit.dev", "", app),
 		allow("get lease", "get", "leases.coordination.k8s.io", "", refitNamespace),
 		allow("create lease", "create", "leases.coordination.k8s.io", "", refitNamespace),
 		allow("update lease", "update", "leases.coordination.k8s.io", "", refitNamespace),
+		allow("watch leases (shard members)", "watch", "leases.coordination.k8s.io", "", refitNamespace),
+		allow("delete lease (shard lock)", "delete", "leases.coordination.k8s.io", "", refitNamespace),
 
 		// Secrets only in its own namespace, read-only.
 		deny("get secrets in an app namespace", "get", "secrets", "", app),
@@ -325,6 +335,7 @@ func deployAccessCases(app, other string) []access {
 		// Leases only in its own namespace.
 		deny("create leases in an app namespace", "create", "leases.coordination.k8s.io", "", app),
 		deny("update the controller manager's lease", "update", "leases.coordination.k8s.io", "", "kube-system"),
+		deny("delete the controller manager's lease", "delete", "leases.coordination.k8s.io", "", "kube-system"),
 		// No wildcard, no RBAC escalation, no impersonation.
 		{name: "everything everywhere", verb: "*", resource: "*", allNS: true},
 		deny("everything in an app namespace", "*", "*", "", app),
@@ -560,7 +571,7 @@ func refitAsSA(t *testing.T, kubeconfig, ns string, args ...string) (string, int
 // spec image), failing unless all are Running and Ready.
 func readyPods(t *testing.T, ns string) map[string]string {
 	t.Helper()
-	list, err := bed.Client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{})
+	list, err := bed.Client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: notPrePull})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,17 +7,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/yaml"
 
 	"github.com/refit-gitops/refit/apply"
@@ -253,7 +251,7 @@ apps:
 	files["deploy/app.yaml"] = settings("debug") + beyondTeam(other)
 	repo.Commit(files, "reach beyond the team")
 	waitFor(t, 30*time.Second, "the commit refused as a bad commit", func(context.Context) bool {
-		return strings.Contains(svc.metrics(t), `refit_reconciles_total{app="team",result="bad-commit"}`)
+		return strings.Contains(svc.metrics(t), appSeries("refit_reconciles_total", "team", "bad-commit"))
 	})
 	if !strings.Contains(svc.out.String(), "forbidden") {
 		t.Errorf("want the log to say forbidden:\n%s", svc.out.String())
@@ -306,25 +304,7 @@ func impersonatorKubeconfig(t *testing.T, ns string) string {
 	t.Cleanup(func() {
 		_ = bed.Client.RbacV1().ClusterRoleBindings().Delete(context.Background(), crb.Name, metav1.DeleteOptions{})
 	})
-	tok, err := bed.Client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, "refit", &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("token of %s/refit: %v", ns, err)
-	}
-	admin, err := clientcmd.LoadFromFile(bed.Kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cluster := admin.Clusters[admin.Contexts[admin.CurrentContext].Cluster]
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["bed"] = cluster
-	cfg.AuthInfos["refit"] = &clientcmdapi.AuthInfo{Token: tok.Status.Token}
-	cfg.Contexts["refit"] = &clientcmdapi.Context{Cluster: "bed", AuthInfo: "refit", Namespace: ns}
-	cfg.CurrentContext = "refit"
-	path := filepath.Join(t.TempDir(), "impersonator.kubeconfig")
-	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return tokenKubeconfig(t, ns, "refit")
 }
 
 // testLockedDownInstall checks what deploy/locked-down gives refit's own
@@ -362,16 +342,37 @@ func testLockedDownInstall(t *testing.T) {
 			if obj.Metadata.Name == "refit-impersonate" && fmt.Sprint(obj.Rules) != fmt.Sprint([]rbacv1.PolicyRule{{Verbs: []string{"impersonate"}, APIGroups: []string{""}, Resources: []string{"serviceaccounts"}}}) {
 				t.Errorf("ClusterRole refit-impersonate: %v; want impersonate on serviceaccounts only", obj.Rules)
 			}
+			// The App controller's role reaches App objects, their Events
+			// and the Namespaces' metadata only, never what the apps deploy.
+			for _, r := range obj.Rules {
+				if obj.Metadata.Name == "refit-apps" && !appControllerRule(r) {
+					t.Errorf("ClusterRole refit-apps: rule %v; want App objects, Events (create, patch) and Namespaces (get) only", r)
+				}
+			}
 		case "Deployment":
 			for _, arg := range obj.Spec.Template.Spec.Containers[0].Args {
 				sawDefaultSA = sawDefaultSA || arg == "--default-service-account=refit-deployer"
 			}
 		}
 	}
-	if fmt.Sprint(clusterGrants) != "[refit-impersonate]" || fmt.Sprint(namespaced) != "[refit-system/refit]" {
-		t.Errorf("locked-down bindings: cluster %v, namespaced %v; want [refit-impersonate] and [refit-system/refit]", clusterGrants, namespaced)
+	if fmt.Sprint(clusterGrants) != "[refit-apps refit-impersonate]" || fmt.Sprint(namespaced) != "[refit-system/refit]" {
+		t.Errorf("locked-down bindings: cluster %v, namespaced %v; want [refit-apps refit-impersonate] and [refit-system/refit]", clusterGrants, namespaced)
 	}
 	if !sawDefaultSA {
 		t.Errorf("locked-down Deployment: want --default-service-account=refit-deployer")
 	}
+}
+
+// appControllerRule: r grants the App controller rights on App objects, on
+// Events (to record them) or on Namespaces (to read one), and nothing else.
+func appControllerRule(r rbacv1.PolicyRule) bool {
+	switch groups, verbs := fmt.Sprint(r.APIGroups), fmt.Sprint(r.Verbs); {
+	case groups == "[refit.dev]":
+		return !slices.ContainsFunc(r.Resources, func(res string) bool { return res != "apps" && res != "apps/status" && res != "apps/finalizers" })
+	case fmt.Sprint(r.Resources) == "[events]" && (groups == "[]" || groups == "[events.k8s.io]"):
+		return verbs == "[create patch]"
+	case fmt.Sprint(r.Resources) == "[namespaces]" && groups == "[]":
+		return verbs == "[get]"
+	}
+	return false
 }

@@ -38,7 +38,7 @@ type fleetWatch struct {
 
 func watchFleet(t *testing.T, ns string) *fleetWatch {
 	t.Helper()
-	list, err := bed.Client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{})
+	list, err := bed.Client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: notPrePull})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +46,7 @@ func watchFleet(t *testing.T, ns string) *fleetWatch {
 	for i := range list.Items {
 		fw.observe(watch.Added, &list.Items[i])
 	}
-	fw.w, err = bed.Client.CoreV1().Pods(ns).Watch(context.Background(), metav1.ListOptions{ResourceVersion: list.ResourceVersion})
+	fw.w, err = bed.Client.CoreV1().Pods(ns).Watch(context.Background(), metav1.ListOptions{LabelSelector: notPrePull, ResourceVersion: list.ResourceVersion})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +123,7 @@ func waitReadyPods(t *testing.T, ns string, n int, workload *diff.Desired) []cor
 				return false, err
 			}
 		}
-		list, err := bed.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		list, err := bed.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: notPrePull})
 		if err != nil {
 			return false, nil
 		}
@@ -325,12 +325,13 @@ spec:
 }
 
 func TestInPlaceOnHollowKubelet(t *testing.T) {
-	runRollout(t, rolloutCase{
+	_, res := runRollout(t, rolloutCase{
 		manifest: `apiVersion: apps/v1
 kind: Deployment
 metadata: {name: real}
 spec:
   replicas: 2
+  strategy: {rollingUpdate: {maxUnavailable: 1}}
   selector: {matchLabels: {app: real}}
   template:
     metadata: {labels: {app: real}}
@@ -341,6 +342,10 @@ spec:
       - {name: app, image: "nginx:1.27"}`,
 		pods: 2, bound: 1, from: "nginx:1.27", to: "nginx:1.28", container: "app",
 	})
+	// runRollout checks nothing of a rollout that did not succeed.
+	if res.Outcome != inplace.Succeeded {
+		t.Fatalf("rollout: %s: %s, want %s", res.Outcome, res.Reason, inplace.Succeeded)
+	}
 }
 
 func TestInPlaceBadImageStopsAndRollsBack(t *testing.T) {
@@ -348,7 +353,7 @@ func TestInPlaceBadImageStopsAndRollsBack(t *testing.T) {
 kind: Deployment
 metadata:
   name: shop
-  annotations: {refit.dev/rollback: auto}
+  annotations: {refit.dev/rollback: auto, refit.dev/pre-pull: disabled}
 spec:
   replicas: 8
   strategy:

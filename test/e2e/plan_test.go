@@ -198,12 +198,10 @@ func TestPlanClassifiesAgainstTheLiveCluster(t *testing.T) {
 		{"env added", func(o map[string]any) {
 			containerAt(o, "containers", 0)["env"] = []any{map[string]any{"name": "MODE", "value": "fast"}}
 		}, "spec.template.spec.containers[name=main].env"},
+		// A first request on a BestEffort Pod changes its QoS class.
 		{"resource request", func(o map[string]any) {
 			containerAt(o, "containers", 0)["resources"] = map[string]any{"requests": map[string]any{"cpu": "100m"}}
 		}, "spec.template.spec.containers[name=main].resources"},
-		{"template label", func(o map[string]any) {
-			o["spec"].(map[string]any)["template"].(map[string]any)["metadata"].(map[string]any)["labels"].(map[string]any)["tier"] = "front"
-		}, "spec.template.metadata.labels.tier"},
 		{"init container image", func(o map[string]any) {
 			containerAt(o, "initContainers", 0)["image"] = "migrate:2"
 		}, "spec.template.spec.initContainers[name=migrate].image"},
@@ -222,6 +220,16 @@ func TestPlanClassifiesAgainstTheLiveCluster(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("template label is in place (metadata)", func(t *testing.T) {
+		got := plan(t, ns, edit(base, "Deployment", func(o map[string]any) {
+			o["spec"].(map[string]any)["template"].(map[string]any)["metadata"].(map[string]any)["labels"].(map[string]any)["tier"] = "front"
+		})).Changes[0]
+		if got.Class != diff.PodMutable || got.Path != diff.PathInPlace || len(got.InPlace) != 1 || got.InPlace[0] != diff.AspectMetadata ||
+			len(got.Metadata) != 1 || got.Metadata[0].Key != "tier" || got.Metadata[0].To != "front" {
+			t.Errorf("got %s %s in place %v metadata %+v, want PodMutable InPlace [metadata] with tier=front", got.Class, got.Path, got.InPlace, got.Metadata)
+		}
+	})
 
 	t.Run("another manager's change is not refit's diff", func(t *testing.T) {
 		// Scaled by hand: the manifest does not set replicas, so refit does

@@ -118,7 +118,7 @@ func TestReconcileStructuralCommitReleasesTheHold(t *testing.T) {
 // run's metrics.
 func reconciles(t *testing.T, svc *service, app, result string) int {
 	t.Helper()
-	line := grepLines(svc.metrics(t), fmt.Sprintf(`refit_reconciles_total{app=%q,result=%q}`, app, result))
+	line := grepLines(svc.metrics(t), appSeries("refit_reconciles_total", app, result))
 	if line == "" {
 		return 0
 	}
@@ -138,9 +138,10 @@ func TestReconcileFailedRolloutIsNotRetried(t *testing.T) {
 	for _, rollback := range []bool{false, true} {
 		t.Run(map[bool]string{false: "Stopped", true: "RolledBack"}[rollback], func(t *testing.T) {
 			ns := namespace(t)
-			w := workload{kind: "Deployment", name: "web", replicas: 4, maxUnavailable: "1", restartDelay: "2s", image: "app:1"}
+			w := workload{kind: "Deployment", name: "web", replicas: 4, maxUnavailable: "1", restartDelay: "2s", image: "app:1",
+				annotations: map[string]string{inplace.PrePullAnnotation: "disabled"}}
 			if rollback {
-				w.annotations = map[string]string{inplace.RollbackAnnotation: "auto"}
+				w.annotations[inplace.RollbackAnnotation] = "auto"
 			}
 			app := newGitApp(t, ns, "failing")
 			app.commit(w.yaml(), "v1")

@@ -146,7 +146,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func(ctx con
 }
 
 func podsPatched(ctx context.Context, ns string) int {
-	pods, err := bed.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+	pods, err := bed.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: notPrePull})
 	if err != nil {
 		return 0
 	}
@@ -160,7 +160,7 @@ func podsPatched(ctx context.Context, ns string) int {
 }
 
 func allPodsOn(ctx context.Context, ns, image string, n int) bool {
-	pods, err := bed.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+	pods, err := bed.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: notPrePull})
 	if err != nil || len(pods.Items) != n {
 		return false
 	}
@@ -243,13 +243,13 @@ apps:
 	repo.Commit(broken, "broken")
 	sendGiteaHook(t, svc.addr, "shop", hookSecret, repo.HTTPURL())
 	waitFor(t, 30*time.Second, "a bad-commit reconcile in the metrics", func(context.Context) bool {
-		return strings.Contains(svc.metrics(t), `refit_reconciles_total{app="shop",result="bad-commit"}`)
+		return strings.Contains(svc.metrics(t), appSeries("refit_reconciles_total", "shop", "bad-commit"))
 	})
 	time.Sleep(2 * time.Second)
 	if !allPodsOn(context.Background(), ns, "shop:1.1", 6) {
 		t.Errorf("a broken commit changed the pods")
 	}
-	if !strings.Contains(svc.metrics(t), `refit_inplace_pods_updated_total{app="shop"} 6`) {
+	if !strings.Contains(svc.metrics(t), appSeries("refit_inplace_pods_updated_total", "shop", "")+" 6") {
 		t.Errorf("metrics lack the in-place pods:\n%s", grepLines(svc.metrics(t), "refit_"))
 	}
 	// The fix arrives: applied in place.
@@ -275,6 +275,17 @@ func grepLines(s, prefix string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// appSeries is the series of a config-file app's metric, with its result
+// label unless result is empty: refit labels a Config entry with its own
+// namespace.
+func appSeries(metric, app, result string) string {
+	s := fmt.Sprintf("%s{app=%q,name=%q,namespace=%q", metric, app, app, refitNamespace)
+	if result != "" {
+		s += fmt.Sprintf(",result=%q", result)
+	}
+	return s + "}"
 }
 
 // sendGiteaHook posts a push event signed as Gitea signs it.
@@ -376,7 +387,7 @@ func TestRunSurvivesAGitHostOutage(t *testing.T) {
 
 	proxy.Close()
 	waitFor(t, 30*time.Second, "failed polls in the metrics", func(context.Context) bool {
-		return strings.Contains(svc.metrics(t), `refit_reconciles_total{app="outage",result="poll-error"}`)
+		return strings.Contains(svc.metrics(t), appSeries("refit_reconciles_total", "outage", "poll-error"))
 	})
 	repo.Commit(appFiles(ns, "shop:1.1", 2), "1.1 while the host is away")
 	time.Sleep(2 * time.Second)
@@ -501,7 +512,7 @@ apps:
 	svc := startService(t, nil, "--config", writeTemp(t, cfg), "--grace", "0s")
 	waitFor(t, time.Minute, "2 pods on shop:1.0", func(ctx context.Context) bool { return allPodsOn(ctx, ns, "shop:1.0", 2) })
 	successes := func() string {
-		return grepLines(svc.metrics(t), `refit_reconciles_total{app="flood",result="success"}`)
+		return grepLines(svc.metrics(t), appSeries("refit_reconciles_total", "flood", "success"))
 	}
 	waitFor(t, time.Minute, "the first deploy reported a success", func(context.Context) bool { return strings.HasSuffix(successes(), " 1") })
 	repo.Commit(appFiles(ns, "shop:1.1", 2), "1.1")

@@ -54,7 +54,7 @@ func TestDeploymentPodsBecomeRunningAndReady(t *testing.T) {
 	if err != nil {
 		t.Fatalf("deployment web: want 6 ready replicas within 1m; status %+v", last.Status)
 	}
-	pods, err := bed.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+	pods, err := bed.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: notPrePull})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -99,9 +99,11 @@ func (r *Repo) Commit(files map[string]string, msg string) (string, error) {
 			if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
 				return err
 			}
-			if _, err := wt.Add(name); err != nil {
-				return fmt.Errorf("add %s: %w", name, err)
-			}
+		}
+		// One add of everything: an add per file computes the worktree's
+		// status each time, minutes for a monorepo of thousands of files.
+		if err := wt.AddWithOptions(&git.AddOptions{All: true}); err != nil {
+			return fmt.Errorf("add: %w", err)
 		}
 		return nil
 	})

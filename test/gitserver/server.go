@@ -55,8 +55,9 @@ type Server struct {
 	root    string
 	ownRoot bool
 
-	http *gittestserver.GitServer
-	ssh  *gitkit.SSH
+	http  *gittestserver.GitServer
+	ssh   *gitkit.SSH
+	count counter
 
 	sshAddress string
 	knownHosts []byte
@@ -118,7 +119,7 @@ func (s *Server) startHTTP(repos string) error {
 	s.http = gittestserver.NewGitServer(repos)
 	// Authentication is a middleware rather than gittestserver's Auth, which
 	// knows neither bearer tokens nor separate HTTP and SSH settings.
-	s.http.AddHTTPMiddlewares(s.authMiddleware)
+	s.http.AddHTTPMiddlewares(s.authMiddleware, s.count.middleware)
 	return s.http.StartHTTP()
 }
 

@@ -39,6 +39,7 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&opts.PodsPerNode, "pods-per-node", opts.PodsPerNode, "Pod capacity of each kwok node")
 	fs.DurationVar(&opts.StartDelay, "start-delay", opts.StartDelay, "simulated start time of a new container")
 	fs.DurationVar(&opts.RestartDelay, "restart-delay", opts.RestartDelay, "simulated time of an in-place container restart")
+	fs.DurationVar(&opts.PullDelay, "pull-delay", opts.PullDelay, "simulated pull time of an image a kwok node does not have yet (once per node; a node's annotation kwok.refit.dev/pull-delay overrides it)")
 	fs.StringVar(&opts.BadImagePattern, "bad-image", opts.BadImagePattern, "regexp of images that fail to pull")
 	hollow := fs.Int("hollow-nodes", 0, "number of hollow kubelet nodes (real kubelet, fake runtime) to add")
 	if err := fs.Parse(args); err != nil {
