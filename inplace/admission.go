@@ -41,11 +41,12 @@ func (e *Engine) admit(ctx context.Context, ref diff.Ref, w workload, target Tar
 	if err != nil {
 		return target, "", fmt.Errorf("%s: %w", ref, err)
 	}
-	out, err := e.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.JSONPatchType, patch,
+	pods := e.client.CoreV1().Pods(pod.Namespace)
+	out, err := pods.Patch(ctx, pod.Name, types.JSONPatchType, patch,
 		metav1.PatchOptions{FieldManager: diff.FieldManager, DryRun: []string{metav1.DryRunAll}})
 	switch {
 	case err == nil:
-	case apierrors.IsNotFound(err) || apierrors.IsConflict(err):
+	case apierrors.IsNotFound(err) || apierrors.IsConflict(err), refusal(err) && podChanged(ctx, pods, pod):
 		return target, "", nil // the Pod moved on; the rollout re-reads it
 	case forbiddenByRBAC(err):
 		// The identity may not patch Pods: no verdict on admission. The

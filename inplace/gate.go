@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
@@ -45,25 +47,58 @@ func podContainersReady(pod *corev1.Pod) bool {
 	return true
 }
 
+// GatePatch builds the strategic-merge patch of the Pod's status that sets
+// refit's readiness-gate condition. It names the Pod's UID: the API server
+// refuses a changed UID, so a patch built for a Pod is never taken by
+// another Pod recreated under its name (a StatefulSet's).
+func GatePatch(pod *corev1.Pod, status corev1.ConditionStatus, now time.Time) ([]byte, error) {
+	return json.Marshal(map[string]any{
+		"metadata": map[string]any{"uid": pod.UID},
+		"status": map[string]any{"conditions": []map[string]any{{
+			"type": GateCondition, "status": status, "lastTransitionTime": metav1.NewTime(now),
+			"reason": map[corev1.ConditionStatus]string{corev1.ConditionTrue: "InPlaceUpdateDone", corev1.ConditionFalse: "InPlaceUpdateStarting"}[status],
+		}}},
+	})
+}
+
 // setGate writes refit's readiness-gate condition on the Pod's status (the
-// kubelet keeps conditions it does not own). It needs pods/status.
+// kubelet keeps conditions it does not own). It needs pods/status. A Pod
+// gone or replaced under its name is no error: the next pass sees it as it
+// is.
 func (e *Engine) setGate(ctx context.Context, pod *corev1.Pod, status corev1.ConditionStatus) error {
 	if s, ok := gateStatus(pod); ok && s == status {
 		return nil
 	}
-	patch, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": []map[string]any{{
-		"type": GateCondition, "status": status, "lastTransitionTime": metav1.NewTime(e.now()),
-		"reason": map[corev1.ConditionStatus]string{corev1.ConditionTrue: "InPlaceUpdateDone", corev1.ConditionFalse: "InPlaceUpdateStarting"}[status],
-	}}}})
+	patch, err := GatePatch(pod, status, e.now())
 	if err != nil {
 		return err
 	}
-	_, err = e.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.StrategicMergePatchType, patch,
+	pods := e.client.CoreV1().Pods(pod.Namespace)
+	_, err = pods.Patch(ctx, pod.Name, types.StrategicMergePatchType, patch,
 		metav1.PatchOptions{FieldManager: diff.FieldManager}, "status")
-	if err != nil {
+	switch {
+	case err == nil, apierrors.IsNotFound(err):
+		return nil
+	case refusal(err) && podChanged(ctx, pods, pod):
+		return nil
+	default:
 		return fmt.Errorf("pod %s/%s: set %s=%s: %w", pod.Namespace, pod.Name, GateCondition, status, err)
 	}
-	return nil
+}
+
+// podChanged tells a write refused because the Pod changed since it was
+// read (a failed test op, another UID under the name) from a refusal of
+// the write itself: it reads the Pod again.
+func podChanged(ctx context.Context, pods podGetter, pod *corev1.Pod) bool {
+	now, err := pods.Get(ctx, pod.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return true
+	}
+	return err == nil && (now.UID != pod.UID || now.ResourceVersion != pod.ResourceVersion)
+}
+
+type podGetter interface {
+	Get(ctx context.Context, name string, opts metav1.GetOptions) (*corev1.Pod, error)
 }
 
 // OpenGates sets refit's readiness-gate condition True, once, on the Pods of

@@ -385,7 +385,7 @@ func PodPatch(pod *corev1.Pod, in PatchInput) ([]byte, error) {
 	state := PodState{Rollout: in.Rollout, UID: pod.UID, Revision: in.Target.Revision,
 		Containers: map[string]ContainerBefore{}, PatchedAt: in.Now.UTC()}
 	previous, _ := stateOf(pod, in.Rollout)
-	var ops []jsonPatchOp
+	ops := uidTest(pod)
 	add := func(images map[string]string, init bool) error {
 		list := "containers"
 		if init {
@@ -420,7 +420,7 @@ func PodPatch(pod *corev1.Pod, in PatchInput) ([]byte, error) {
 	if err := add(in.Target.Init, true); err != nil {
 		return nil, err
 	}
-	if len(ops) > 0 && pod.Generation > 0 {
+	if len(state.Containers) > 0 && pod.Generation > 0 {
 		ops = append(ops, jsonPatchOp{Op: "test", Path: "/metadata/generation", Value: pod.Generation})
 		state.Generation = pod.Generation + 1 // a spec change bumps it by one
 	}
@@ -435,6 +435,16 @@ func PodPatch(pod *corev1.Pod, in PatchInput) ([]byte, error) {
 		metadataChanges(pod.Annotations, in.Target.Annotations, map[string]string{StateAnnotation: string(raw)}))...)
 	ops = append(ops, removeOps("/metadata/annotations", pod.Annotations, in.Target.RemoveAnnotations)...)
 	return json.Marshal(ops)
+}
+
+// uidTest is every Pod write's first op: the patch was built for this Pod,
+// not for another one recreated under its name since (a StatefulSet's Pod
+// has the same name, the same old image and the same first generation).
+func uidTest(pod *corev1.Pod) []jsonPatchOp {
+	if pod.UID == "" {
+		return nil
+	}
+	return []jsonPatchOp{{Op: "test", Path: "/metadata/uid", Value: pod.UID}}
 }
 
 // mapOps sets entries of a string map at path. An empty map may be absent

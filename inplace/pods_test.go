@@ -181,6 +181,7 @@ func TestPodPatchIsGuardedAndRecordsTheBefore(t *testing.T) {
 	}
 	ops := patchOps(t, raw)
 	want := []string{
+		`test /metadata/uid "uid-p"`, // first: a Pod recreated under the name refuses it
 		`test /spec/containers/0/image "nginx:1.27"`,
 		`replace /spec/containers/0/image "nginx:1.28"`,
 		`test /metadata/generation 7`,

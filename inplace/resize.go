@@ -215,7 +215,7 @@ func ResizePatch(pod *corev1.Pod, t Target) ([]byte, map[string]ResizeBefore, er
 	if len(names) == 0 {
 		return nil, nil, nil
 	}
-	var ops []jsonPatchOp
+	ops := uidTest(pod)
 	resized := map[string]ResizeBefore{}
 	for _, name := range names {
 		_, i, _ := specImage(pod, name, false)

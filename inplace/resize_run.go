@@ -36,8 +36,7 @@ func (r *run) resize(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, map[str
 		r.unmark(pod.UID)
 		return nil, nil, nil
 	case refusal(err):
-		now, getErr := pods.Get(ctx, pod.Name, metav1.GetOptions{})
-		if getErr == nil && (now.UID != pod.UID || now.ResourceVersion != pod.ResourceVersion) {
+		if podChanged(ctx, pods, pod) {
 			r.unmark(pod.UID)
 			return nil, nil, nil
 		}
@@ -87,11 +86,14 @@ func (e *Engine) admitResize(ctx context.Context, ref diff.Ref, pod *corev1.Pod,
 	if err != nil || patch == nil {
 		return "", err
 	}
-	_, err = e.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.JSONPatchType, patch,
+	pods := e.client.CoreV1().Pods(pod.Namespace)
+	_, err = pods.Patch(ctx, pod.Name, types.JSONPatchType, patch,
 		metav1.PatchOptions{FieldManager: diff.FieldManager, DryRun: []string{metav1.DryRunAll}}, resizeSubresource)
 	switch {
 	case err == nil, apierrors.IsNotFound(err), apierrors.IsConflict(err), forbiddenByRBAC(err):
 		return "", nil
+	case refusal(err) && podChanged(ctx, pods, pod):
+		return "", nil // the Pod moved on; the rollout re-reads it
 	case refusal(err):
 		return fmt.Sprintf("the API server refuses the resize (dry-run on Pod %s): %s", pod.Name, apiMessage(err)), nil
 	default:

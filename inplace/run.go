@@ -54,7 +54,14 @@ type run struct {
 	pull *pulls
 }
 
+// newRun starts a rollout of a prepared workload. Its target includes the
+// workload's revision labels: a Pod at the target spec without them (a
+// refit killed between a Pod's resize and its patch) is not done but gets
+// a quiet patch that writes them; left unlabelled, the StatefulSet or
+// DaemonSet controller would take it for an old revision and recreate it
+// once the hold is released.
 func newRun(e *Engine, w workload, change diff.Change, target Target, opts Options, res *Result) *run {
+	target.Labels = withRevisionLabels(target.Labels, w.revisionLabels())
 	return &run{e: e, w: w, change: change, target: target, opts: opts, res: res, gate: hasGate(change.Desired),
 		pending: map[types.UID]bool{}, marked: map[types.UID]bool{}}
 }
@@ -363,8 +370,7 @@ func (r *run) patchPod(ctx context.Context, pod *corev1.Pod) error {
 	case refusal(err):
 		// A failed test op also comes back as a 4xx: tell it from a refusal
 		// by whether the Pod changed since it was read.
-		now, getErr := pods.Get(ctx, pod.Name, metav1.GetOptions{})
-		if getErr == nil && (now.UID != pod.UID || now.ResourceVersion != pod.ResourceVersion) {
+		if podChanged(ctx, pods, pod) {
 			r.unmark(pod.UID)
 			return nil
 		}
