@@ -1,6 +1,7 @@
 package inplace
 
 import (
+	"maps"
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
@@ -35,6 +36,18 @@ func metadataOf(change diff.Change) (labels, annotations map[string]string, remo
 	sort.Strings(removeLabels)
 	sort.Strings(removeAnnotations)
 	return labels, annotations, removeLabels, removeAnnotations
+}
+
+// withRevisionLabels is a copy of labels with the workload controller's
+// revision labels over them.
+func withRevisionLabels(labels, revision map[string]string) map[string]string {
+	if len(revision) == 0 {
+		return labels
+	}
+	out := make(map[string]string, len(labels)+len(revision))
+	maps.Copy(out, labels)
+	maps.Copy(out, revision)
+	return out
 }
 
 // metadataLines are the target's labels and annotations as sorted lines

@@ -103,12 +103,13 @@ func TestResizePatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := patchOps(t, raw)
-	// The resources seen are tested, the memory request the target does
-	// not name is kept.
-	if len(got) != 2 || got[0].Op != "test" || got[1].Op != "replace" || got[1].Path != "/spec/containers/0/resources" {
+	// The Pod's UID and the resources seen are tested, the memory request
+	// the target does not name is kept.
+	if len(got) != 3 || got[0].Op != "test" || got[0].Path != "/metadata/uid" || got[0].Value != "uid-p" ||
+		got[1].Op != "test" || got[2].Op != "replace" || got[2].Path != "/spec/containers/0/resources" {
 		t.Fatalf("ops: %+v", got)
 	}
-	next, _ := json.Marshal(got[1].Value)
+	next, _ := json.Marshal(got[2].Value)
 	if !strings.Contains(string(next), `"cpu":"200m"`) || !strings.Contains(string(next), `"memory":"64Mi"`) {
 		t.Errorf("replace value %s: want cpu 200m and memory 64Mi", next)
 	}
@@ -177,7 +178,7 @@ func TestPodPatchMetadata(t *testing.T) {
 	}
 	// Only what differs; no image op (the image is at the target); keys
 	// the template never had (pod-template-hash, other) are left alone.
-	want := []string{"add /metadata/labels/tier", "remove /metadata/labels/old", "add /metadata/annotations/team", "remove /metadata/annotations/gone"}
+	want := []string{"test /metadata/uid", "add /metadata/labels/tier", "remove /metadata/labels/old", "add /metadata/annotations/team", "remove /metadata/annotations/gone"}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("ops (-want +got):\n%s", d)
 	}
@@ -226,6 +227,46 @@ func TestAssessQuiet(t *testing.T) {
 		Pending: map[types.UID]bool{pods[0].UID: true, pods[1].UID: true}})
 	if len(d.Quiet) != 0 || d.Unavailable != 0 {
 		t.Errorf("quiet %v unavailable %d; want none while two are in flight, 0 unavailable", names(d.Quiet), d.Unavailable)
+	}
+}
+
+// A Pod whose spec is at the target but that lacks the new revision's
+// label (a refit killed between its resize and its patch) is not done: it
+// gets a quiet patch, which takes none of the bound. Without the label the
+// StatefulSet controller recreates it once the partition is released.
+func TestAssessPodWithoutRevisionLabel(t *testing.T) {
+	target := Target{Revision: "r2", Containers: map[string]string{"app": "app:1"},
+		Resources: map[string]ContainerResources{"app": {"requests.cpu": q("200m")}}}
+	target.Labels = withRevisionLabels(nil, map[string]string{"controller-revision-hash": "db-new"})
+	labelled := func(name, hash string) *corev1.Pod {
+		p := resizedPod("200m", reqs("200m", ""), nil, corev1.PodCondition{Type: corev1.PodReady, Status: corev1.ConditionTrue})
+		p.Name, p.UID = name, types.UID("uid-"+name)
+		p.Labels = map[string]string{"app": "db", "controller-revision-hash": hash}
+		return p
+	}
+	cases := []struct {
+		hash      string
+		wantPhase Phase
+		wantQuiet bool
+	}{
+		{hash: "db-new", wantPhase: PhaseDone},
+		{hash: "db-old", wantPhase: PhaseOld, wantQuiet: true},
+	}
+	for _, c := range cases {
+		pod := labelled("db-0", c.hash)
+		d := Assess(PassInput{Pods: []*corev1.Pod{pod}, Target: target, Rollout: rolloutID, Now: t0, MaxUnavailable: 1, Expected: 1})
+		if got := d.Phases[pod.UID]; got != c.wantPhase {
+			t.Errorf("label %s: phase %s, want %s", c.hash, got, c.wantPhase)
+		}
+		if quiet := len(d.Quiet) == 1; quiet != c.wantQuiet || len(d.Patch) != 0 {
+			t.Errorf("label %s: quiet %v, patch %v; want quiet %v and no restart", c.hash, names(d.Quiet), names(d.Patch), c.wantQuiet)
+		}
+		if d.Unavailable != 0 {
+			t.Errorf("label %s: %d unavailable, want 0", c.hash, d.Unavailable)
+		}
+	}
+	if got := withRevisionLabels(map[string]string{"app": "db"}, nil); len(got) != 1 {
+		t.Errorf("no revision labels: %v", got)
 	}
 }
 

@@ -5,7 +5,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -90,16 +89,6 @@ func TestInPlaceResizeKilledMidway(t *testing.T) {
 		{name: "statefulset", kind: "StatefulSet", from: "app:1", to: "app:1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.kind == "StatefulSet" && os.Getenv("REFIT_KNOWN_RACES") == "" {
-				// A known race, open, cause not found: in one make test run
-				// (of three) web-3 was recreated (new UID, on the new
-				// template) after a SIGKILL 438 ms into the resize rollout.
-				// The template and the partition hold are one apply
-				// (statefulSet.prepare), so the kill cannot split them; what
-				// deleted the Pod is not known. Run it with
-				// REFIT_KNOWN_RACES=1 until that is found.
-				t.Skip("known race: a SIGKILL early in a StatefulSet resize can let the controller recreate a Pod (REFIT_KNOWN_RACES=1 runs it)")
-			}
 			ns, dir := namespace(t), t.TempDir()
 			strategy := deployment
 			if tc.kind == "StatefulSet" {
