@@ -113,6 +113,9 @@ func (r *run) waitDefinitions(ctx context.Context, defs []*item, w *work) error 
 			return fmt.Errorf("wait for definitions: %w", err)
 		}
 	}
+	if err := r.waitKindsServed(ctx, defs); err != nil {
+		return err
+	}
 	// The ServiceAccount admission plugin refuses a Pod, even in a dry-run,
 	// until the controller has made its namespace's default ServiceAccount.
 	for _, ns := range newNamespacesWithPods(defs, w) {
@@ -123,6 +126,39 @@ func (r *run) waitDefinitions(ctx context.Context, defs []*item, w *work) error 
 		})
 		if err != nil {
 			return fmt.Errorf("namespace %s: no default ServiceAccount after %s: %w", ns, r.opts.Timeout, err)
+		}
+	}
+	return nil
+}
+
+// waitKindsServed waits until the client's mapper resolves every served
+// version of each CRD in defs. A CRD is Established a moment before the API
+// server's discovery lists its group, and a custom resource dry-run in
+// between fails with "no matches for kind".
+func (r *run) waitKindsServed(ctx context.Context, defs []*item) error {
+	mapper := r.a.client.RESTMapper()
+	for _, it := range defs {
+		if it.obj.GroupVersionKind().GroupKind() != (schema.GroupKind{Group: "apiextensions.k8s.io", Kind: "CustomResourceDefinition"}) {
+			continue
+		}
+		group, _, _ := unstructured.NestedString(it.obj.Object, "spec", "group")
+		kind, _, _ := unstructured.NestedString(it.obj.Object, "spec", "names", "kind")
+		versions, _, _ := unstructured.NestedSlice(it.obj.Object, "spec", "versions")
+		for _, v := range versions {
+			version, _ := v.(map[string]any)
+			name, _ := version["name"].(string)
+			if served, _ := version["served"].(bool); !served || name == "" {
+				continue
+			}
+			gk := schema.GroupKind{Group: group, Kind: kind}
+			var last error
+			err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, r.opts.Timeout, true, func(context.Context) (bool, error) {
+				_, last = mapper.RESTMapping(gk, name)
+				return last == nil, nil
+			})
+			if err != nil {
+				return fmt.Errorf("%s: kind %s/%s %s not served after %s: %v", it.change.Ref, group, name, kind, r.opts.Timeout, last)
+			}
 		}
 	}
 	return nil
