@@ -10,14 +10,15 @@ E2E_TIMEOUT ?= 80m
 
 .PHONY: help
 help: ## List the targets.
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
 build: ## Build bin/refit.
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/refit ./cmd/refit
 
 .PHONY: test
-test: vet unit fuzz e2e chaos ## Everything CI runs: vet, unit tests, the fuzz targets briefly, e2e tests, the chaos test (builds the cluster tools on first use).
+test: vet unit fuzz tools browser ## Everything CI runs: vet, unit tests, the fuzz targets briefly, e2e tests and the chaos test in E2E_SHARDS processes (builds the cluster tools on first use).
+	E2E_CHAOS=1 E2E_SHARDS=$(E2E_SHARDS) E2E_TIMEOUT=$(E2E_TIMEOUT) test/e2e-shards.sh
 
 .PHONY: unit
 unit: ## Unit tests (no cluster).
@@ -32,8 +33,14 @@ fuzz: ## Each native fuzz target for FUZZTIME (default 10s): config files, webho
 	$(GO) test -run '^$$' -fuzz '^FuzzRender$$' -fuzztime $(FUZZTIME) ./render/
 
 .PHONY: e2e
-e2e: tools browser ## End-to-end tests on the local cluster (and the live view in headless Chromium).
-	$(GO) test -tags e2e -count=1 -p 1 -timeout $(E2E_TIMEOUT) ./test/e2e/...
+E2E_SHARDS ?= 2
+e2e: tools browser ## End-to-end tests (and the live view in headless Chromium) in E2E_SHARDS processes, each with a local cluster of its own; E2E_RUN=regexp picks tests.
+	E2E_SHARDS=$(E2E_SHARDS) E2E_TIMEOUT=$(E2E_TIMEOUT) test/e2e-shards.sh
+
+.PHONY: e2e-durations
+e2e-durations: tools browser ## Time every e2e test in one sequential run (about 25 min) into test/e2e/durations.txt, by which the shards are dealt.
+	set -o pipefail; REFIT_CHAOS=1 $(GO) test -tags e2e -count=1 -p 1 -timeout $(E2E_TIMEOUT) -v ./test/e2e/... | tee /dev/stderr | \
+		awk '/^--- (PASS|FAIL|SKIP): Test/ { gsub(/[()s]/, "", $$4); print $$3, $$4 }' > test/e2e/durations.txt
 
 .PHONY: chaos
 chaos: tools ## SIGKILL refit at random points of >= 20 in-place rollouts, about 3 min (REFIT_CHAOS_SEED=N replays one run's choices).

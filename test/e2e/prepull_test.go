@@ -94,6 +94,11 @@ spec:
     spec:
       nodeSelector: {%s: %s}
       tolerations: [{key: %s, operator: Exists, effect: NoSchedule}]
+      # Spread hard: the scheduler's default spreading is a preference, and
+      # under load it put all 8 Pods on one node (the tests count the
+      # nodes that pull).
+      topologySpreadConstraints:
+      - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: pp}}}
       containers:
       - {name: app, image: %q}
 `, ann, prePullRestart.String(), prePullTaint, prefix, prePullTaint, image)
