@@ -173,3 +173,41 @@ func TestAppGitOperationFailed(t *testing.T) {
 		t.Errorf("%d status writes and %d Warning Events for one failing period, want 1 and 1", failedWrites, warnings)
 	}
 }
+
+// TestAppGitOperationFailedBeforeFirstSync: an App created while its
+// repository is gone shows the failure (Ready=False, GitOperationFailed,
+// no revision applied); once the repository is there, it syncs and is
+// Ready.
+func TestAppGitOperationFailedBeforeFirstSync(t *testing.T) {
+	ns := namespace(t)
+	apps := withAppCRD(t, ns, "shop")
+	srv := gitserver.New(t, gitserver.DefaultOptions())
+	gitSecret(t, ns, srv)
+	repo := srv.NewRepo(t, "shop")
+	head := repo.Commit(appFiles(ns, "shop:1.0", 1), "shop 1.0")
+	bare := srv.RepoPath("shop")
+	if err := os.Rename(bare, bare+".deleted"); err != nil {
+		t.Fatal(err)
+	}
+	startService(t, nil, "--watch-namespace", ns, "--grace", "0s")
+	spec := "  source: {url: " + repo.HTTPURL() + ", secretRef: {name: git}}\n  path: deploy\n  interval: 1s\n  timeout: 1m\n"
+	if out, err := kubectl([]byte(appDoc(ns, "shop", spec)), "apply", "--server-side", "-f", "-"); err != nil {
+		t.Fatalf("create the App: %v\n%s", err, out)
+	}
+	var app *v1alpha1.App
+	waitFor(t, 30*time.Second, "the new App Ready=False, reason GitOperationFailed", func(context.Context) bool {
+		app = getApp(t, apps, "shop")
+		c := readyCondition(app)
+		return c.Status == metav1.ConditionFalse && c.Reason == v1alpha1.ReasonGitOperationFailed
+	})
+	if c := readyCondition(app); !strings.Contains(c.Message, repo.HTTPURL()) || strings.Contains(c.Message, srv.Password()) {
+		t.Errorf("Ready message %q: want the repository named, no password", c.Message)
+	}
+	if app.Status.LastAppliedRevision != "" {
+		t.Errorf("lastAppliedRevision %q before any sync, want none", app.Status.LastAppliedRevision)
+	}
+	if err := os.Rename(bare+".deleted", bare); err != nil {
+		t.Fatal(err)
+	}
+	waitAppReady(t, apps, ns, "shop", head)
+}
