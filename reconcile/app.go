@@ -77,6 +77,12 @@ type appState struct {
 	unsaved  bool
 	lastSync time.Time
 	failures int // consecutive transient failures, for the backoff
+	// pollErr is the poll error the App shows ("": none): shown once,
+	// and cleared by the next good poll.
+	pollErr string
+	// last is the last pass the Observer heard that ended a sync or
+	// reported a commit: shown again once Git is reachable again.
+	last *Pass
 }
 
 // outcome is how one pass ended; it is also the result label of
@@ -178,14 +184,21 @@ func (l *appLoop) pass(ctx context.Context) time.Duration {
 	app, st := l.app, &l.st
 	rev, err := app.Poller.Poll(ctx)
 	refused := (errors.Is(err, source.ErrUnverified) || errors.Is(err, source.ErrTreeRefused)) && rev.Commit != ""
+	pollErr := ""
 	if err != nil && !refused {
+		if ctx.Err() != nil {
+			return 0 // the loop is stopping: not a Git failure
+		}
 		log.Error(err, "poll failed")
 		l.metrics.reconciled(l.id(), string(outcomePollError), 0)
-		return st.backoff(app.Interval)
+		pollErr = pollFailure(err)
 	}
 	act := decidePass(passFacts{commit: rev.Commit, refused: refused, applied: st.applied, failed: st.failed,
-		announce: st.announce, driftDue: l.now().Sub(st.lastSync) >= app.DriftInterval})
+		announce: st.announce, driftDue: l.now().Sub(st.lastSync) >= app.DriftInterval, pollErr: pollErr, shown: st.pollErr})
 	if !act.writes() && !st.unsaved {
+		if act == passPollFailing {
+			return st.backoff(app.Interval)
+		}
 		st.failures = 0
 		if rev.Commit == st.failed {
 			return app.Interval // no drift pass is due on a commit that failed
@@ -205,6 +218,22 @@ func (l *appLoop) pass(ctx context.Context) time.Duration {
 	defer release()
 	l.saveMemory(ctx)
 	switch act {
+	case passPollFailed:
+		l.showPollError(ctx, pollErr)
+		return st.backoff(app.Interval)
+	case passPollFailing: // only to save the memory
+		return st.backoff(app.Interval)
+	}
+	st.pollErr = "" // every other action shows where the App stands
+	switch act {
+	case passRecovered:
+		l.reshow(ctx)
+		st.failures = 0
+		if rev.Commit == st.failed {
+			return app.Interval
+		}
+		st.announce = false
+		return l.nextWait()
 	case passRefuse, passRefused:
 		return l.refuse(ctx, rev, err)
 	case passAnnounce:

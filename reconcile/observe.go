@@ -19,6 +19,11 @@ const (
 	PhaseBadCommit     Phase = Phase(outcomeBadCommit)
 	PhaseTransient     Phase = Phase(outcomeTransient)
 	PhaseUnchanged     Phase = Phase(outcomeUnchanged)
+	// PhaseGitFailed: a poll of the repository failed (unreachable host,
+	// refused credentials, a ref or repository gone); the Message says
+	// how. It is heard once per distinct error; the next good poll is
+	// heard as the last pass before the failure again.
+	PhaseGitFailed Phase = "git-failed"
 )
 
 // Pass is what an Observer learns of a pass.
@@ -58,5 +63,8 @@ func (l *appLoop) observe(ctx context.Context, rev source.Revision, out outcome,
 		p.Message = "the commit changed nothing this app reads"
 	}
 	p.Message = strings.TrimSpace(p.Message)
+	if out != outcome(PhaseProgressing) {
+		l.st.last = &p
+	}
 	l.app.Observer.Observe(ctx, p)
 }

@@ -56,6 +56,15 @@ const (
 	passAnnounce  passAction = "announce"
 	passNewCommit passAction = "new-commit" // skipped if unchanged, else synced
 	passDrift     passAction = "drift"
+	// passPollFailed: the poll failed with an error the App does not show
+	// yet (the first, or a different one): shown once.
+	passPollFailed passAction = "poll-failed"
+	// passPollFailing: the poll failed with the error the App shows: it
+	// backs off and writes nothing.
+	passPollFailing passAction = "poll-failing"
+	// passRecovered: the first good poll after failures found nothing to
+	// sync: the App shows its last pass again.
+	passRecovered passAction = "recovered"
 )
 
 // passFacts are what a pass's action depends on.
@@ -66,10 +75,29 @@ type passFacts struct {
 	failed   string
 	announce bool
 	driftDue bool
+	// pollErr is the poll's error, when it failed without a commit to
+	// refuse; shown is the poll error the App shows ("": none).
+	pollErr, shown string
 }
 
 // decidePass chooses a pass's action from its poll.
 func decidePass(f passFacts) passAction {
+	switch {
+	case f.pollErr != "" && f.pollErr != f.shown:
+		return passPollFailed
+	case f.pollErr != "":
+		return passPollFailing
+	}
+	act := decideCommit(f)
+	if f.shown != "" && !act.writes() {
+		// A pass that writes shows where the App stands anyway.
+		return passRecovered
+	}
+	return act
+}
+
+// decideCommit chooses the action for the commit a good poll found.
+func decideCommit(f passFacts) passAction {
 	switch {
 	case f.refused && (f.commit != f.failed || f.announce):
 		return passRefuse
@@ -94,7 +122,7 @@ func decidePass(f passFacts) passAction {
 // poll that finds nothing new costs no Lease request.
 func (a passAction) writes() bool {
 	switch a {
-	case passRefuse, passAnnounce, passNewCommit, passDrift:
+	case passRefuse, passAnnounce, passNewCommit, passDrift, passPollFailed, passRecovered:
 		return true
 	default:
 		return false

@@ -34,6 +34,16 @@ func TestDecidePass(t *testing.T) {
 		{name: "a refused commit", f: passFacts{commit: "c2", applied: "c1", refused: true}, want: passRefuse},
 		{name: "the refused commit again", f: passFacts{commit: "c2", applied: "c1", failed: "c2", refused: true}, want: passRefused},
 		{name: "the refused commit remembered from an earlier run", f: passFacts{commit: "c2", failed: "c2", announce: true, refused: true}, want: passRefuse},
+		{name: "a poll error", f: passFacts{applied: "c1", pollErr: "git x: fetch: not found"}, want: passPollFailed},
+		{name: "a poll error before the first sync", f: passFacts{pollErr: "git x: fetch: not found"}, want: passPollFailed},
+		{name: "the same poll error again", f: passFacts{applied: "c1", pollErr: "git x: fetch: not found", shown: "git x: fetch: not found"}, want: passPollFailing},
+		{name: "a different poll error", f: passFacts{applied: "c1", pollErr: "git x: fetch: timed out", shown: "git x: fetch: not found"}, want: passPollFailed},
+		{name: "a good poll after failures, nothing new", f: passFacts{commit: "c1", applied: "c1", shown: "git x: fetch: not found"}, want: passRecovered},
+		{name: "a good poll after failures, at the failed commit", f: passFacts{commit: "c2", applied: "c1", failed: "c2", shown: "git x: fetch: not found"}, want: passRecovered},
+		{name: "a good poll after failures, at the refused commit", f: passFacts{commit: "c2", applied: "c1", failed: "c2", refused: true, shown: "git x: fetch: not found"}, want: passRecovered},
+		{name: "a good poll after failures finds a new commit", f: passFacts{commit: "c2", applied: "c1", shown: "git x: fetch: not found"}, want: passNewCommit},
+		{name: "a good poll after failures, drift pass due", f: passFacts{commit: "c1", applied: "c1", driftDue: true, shown: "git x: fetch: not found"}, want: passDrift},
+		{name: "a good poll after failures finds a commit to refuse", f: passFacts{commit: "c3", applied: "c1", failed: "c2", refused: true, shown: "git x: fetch: not found"}, want: passRefuse},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -119,13 +129,15 @@ func (r recalled) Memory(context.Context, string) (apply.Memory, error) { return
 
 // TestPassWritesOnlyUnderLock runs the passes that write for an App (a
 // new commit, a drift pass, a refused commit, a bad commit remembered
-// from an earlier run, a crash remembered) while another replica holds
+// from an earlier run, a crash remembered, a poll error shown, the last
+// pass shown again once polls work again) while another replica holds
 // the App's lock: they write nothing and poll again soon. Once the lock
 // is this replica's, every write happens under it. A pass with nothing
 // to write takes no lock at all.
 func TestPassWritesOnlyUnderLock(t *testing.T) {
 	unsigned := &source.Error{URL: "https://git.example.com/shop.git", Op: "verify signature", Kind: source.ErrUnverified, Detail: "commit c2 is not signed"}
 	long := time.Now().Add(-time.Hour)
+	unreachable := &source.Error{URL: "https://git.example.com/shop.git", Op: "fetch", Kind: source.ErrTransport, Detail: "connection refused"}
 	tests := []struct {
 		name     string
 		commit   string
@@ -145,13 +157,19 @@ func TestPassWritesOnlyUnderLock(t *testing.T) {
 			want: []string{"commit status c2 failure", "app status bad-commit"}},
 		{name: "crash remembered", commit: "c2", memory: apply.Memory{Attempt: "c2", Attempts: crashLimit},
 			want: []string{"memory", "commit status c2 failure", "app status bad-commit"}},
+		{name: "poll failed", pollErr: unreachable, st: appState{applied: "c1", lastSync: time.Now()},
+			want: []string{"app status git-failed"}},
+		{name: "poll failed before the first sync", pollErr: unreachable, want: []string{"app status git-failed"}},
+		{name: "poll works again", commit: "c1", st: appState{applied: "c1", lastSync: time.Now(), pollErr: unreachable.Error(),
+			last: &Pass{Revision: source.Revision{Commit: "c1"}, Phase: PhaseSuccess}},
+			want: []string{"app status success"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			w := &writeLog{}
 			r := &remote{}
 			r.set(tc.commit, tc.pollErr)
-			if tc.pollErr != nil {
+			if tc.pollErr != nil && tc.commit != "" {
 				// A refused commit comes with its Revision, without a tree.
 				r.set(tc.commit, fmt.Errorf("%s: %w", tc.commit, tc.pollErr))
 			}

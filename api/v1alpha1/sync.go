@@ -17,14 +17,15 @@ const (
 
 // Reasons of the App's conditions.
 const (
-	ReasonProgressing       = "Progressing"
-	ReasonRolloutInProgress = "RolloutInProgress"
-	ReasonRetrying          = "ProgressingWithRetry"
-	ReasonSucceeded         = "ReconciliationSucceeded"
-	ReasonPathUnchanged     = "PathUnchanged"
-	ReasonBadCommit         = "BadCommit"
-	ReasonRolloutFailed     = "RolloutFailed"
-	ReasonHealthCheckFailed = "HealthCheckFailed"
+	ReasonProgressing        = "Progressing"
+	ReasonRolloutInProgress  = "RolloutInProgress"
+	ReasonRetrying           = "ProgressingWithRetry"
+	ReasonSucceeded          = "ReconciliationSucceeded"
+	ReasonPathUnchanged      = "PathUnchanged"
+	ReasonBadCommit          = "BadCommit"
+	ReasonRolloutFailed      = "RolloutFailed"
+	ReasonHealthCheckFailed  = "HealthCheckFailed"
+	ReasonGitOperationFailed = "GitOperationFailed"
 )
 
 // Outcome is how a pass over an App ended, in the three kinds that drive
@@ -52,6 +53,10 @@ const (
 	RolloutFailed Outcome = "RolloutFailed"
 	// Unhealthy: applied, but not healthy within the timeout.
 	Unhealthy Outcome = "Unhealthy"
+	// GitOperationFailed: polling the repository failed (unreachable
+	// host, refused credentials, a repository or ref gone); refit backs
+	// off and polls again. The last applied revision stays as it was.
+	GitOperationFailed Outcome = "GitOperationFailed"
 	// Suspended: refit did nothing; the status stays as it was.
 	Suspended Outcome = "Suspended"
 )
@@ -137,6 +142,11 @@ func conditionsOf(s Sync) map[string]metav1.Condition {
 		return map[string]metav1.Condition{ConditionReady: failed, ConditionStalled: stalled}
 	case Retrying:
 		failed := cond(metav1.ConditionFalse, ReasonRetrying, or(msg, "Retrying revision: "+s.Revision))
+		retrying := metav1.Condition{Status: metav1.ConditionTrue, Reason: ReasonRetrying, Message: failed.Message}
+		return map[string]metav1.Condition{ConditionReady: failed, ConditionReconciling: retrying}
+	case GitOperationFailed:
+		// As Flux's GitRepository: not Ready, and retrying.
+		failed := cond(metav1.ConditionFalse, ReasonGitOperationFailed, or(msg, "Git operation failed"))
 		retrying := metav1.Condition{Status: metav1.ConditionTrue, Reason: ReasonRetrying, Message: failed.Message}
 		return map[string]metav1.Condition{ConditionReady: failed, ConditionReconciling: retrying}
 	default: // Progressing, and an outcome this version does not know

@@ -135,6 +135,30 @@ func TestComputeStatus(t *testing.T) {
 			kstatus: status.InProgressStatus, attempted: rev2, applied: rev1,
 		},
 		{
+			name:  "git operation failed after success: the applied revision stays",
+			steps: []Sync{at(0, 1, rev1, Succeeded), at(1, 1, rev1, GitOperationFailed)},
+			want: map[string]cond{
+				ConditionReady:       {metav1.ConditionFalse, ReasonGitOperationFailed},
+				ConditionReconciling: {metav1.ConditionTrue, ReasonRetrying},
+			},
+			kstatus: status.InProgressStatus, attempted: rev1, applied: rev1,
+		},
+		{
+			name:  "git operation failed before the first sync",
+			steps: []Sync{at(0, 1, "", GitOperationFailed)},
+			want: map[string]cond{
+				ConditionReady:       {metav1.ConditionFalse, ReasonGitOperationFailed},
+				ConditionReconciling: {metav1.ConditionTrue, ReasonRetrying},
+			},
+			kstatus: status.InProgressStatus,
+		},
+		{
+			name:    "git reachable again: the last pass shown again",
+			steps:   []Sync{at(0, 1, rev1, Succeeded), at(1, 1, rev1, GitOperationFailed), at(2, 1, rev1, Succeeded)},
+			want:    map[string]cond{ConditionReady: {metav1.ConditionTrue, ReasonSucceeded}},
+			kstatus: status.CurrentStatus, attempted: rev1, applied: rev1,
+		},
+		{
 			name:    "retry that succeeds clears the failure",
 			steps:   []Sync{at(0, 1, rev1, BadCommit), at(1, 1, rev2, Retrying), at(2, 1, rev2, Succeeded)},
 			want:    map[string]cond{ConditionReady: {metav1.ConditionTrue, ReasonSucceeded}},

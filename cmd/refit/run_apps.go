@@ -491,7 +491,11 @@ func (s *appStatus) Observe(ctx context.Context, p reconcile.Pass) {
 	if warn {
 		typ = corev1.EventTypeWarning
 	}
-	s.c.recorder.Event(s.obj, typ, string(out), sy.Revision+": "+p.Message)
+	msg := p.Message
+	if sy.Revision != "" {
+		msg = sy.Revision + ": " + msg
+	}
+	s.c.recorder.Event(s.obj, typ, string(out), msg)
 }
 
 // outcomeOf maps a pass's phase to the App API's outcome, and says
@@ -510,6 +514,8 @@ func outcomeOf(p reconcile.Phase) (v1alpha1.Outcome, bool) {
 		return v1alpha1.BadCommit, true
 	case reconcile.PhaseTransient:
 		return v1alpha1.Retrying, true
+	case reconcile.PhaseGitFailed:
+		return v1alpha1.GitOperationFailed, true
 	default:
 		return v1alpha1.Progressing, false
 	}

@@ -66,6 +66,7 @@ func TestOutcomeOf(t *testing.T) {
 		{reconcile.PhaseRolloutFailed, v1alpha1.RolloutFailed, true},
 		{reconcile.PhaseBadCommit, v1alpha1.BadCommit, true},
 		{reconcile.PhaseTransient, v1alpha1.Retrying, true},
+		{reconcile.PhaseGitFailed, v1alpha1.GitOperationFailed, true},
 	} {
 		t.Run(string(tc.phase), func(t *testing.T) {
 			got, warn := outcomeOf(tc.phase)
