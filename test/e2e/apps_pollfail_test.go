@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/dynamic"
 
 	"github.com/refit-gitops/refit/api/v1alpha1"
 	"github.com/refit-gitops/refit/test/gitserver"
@@ -28,17 +29,9 @@ import (
 // written once and one Warning Event is recorded. The repository back, with
 // no new commit, the App is Ready at C again.
 func TestAppGitOperationFailed(t *testing.T) {
-	ns := namespace(t)
-	apps := withAppCRD(t, ns, "shop")
-	srv := gitserver.New(t, gitserver.DefaultOptions())
-	gitSecret(t, ns, srv)
-	repo := srv.NewRepo(t, "shop")
-	head := repo.Commit(appFiles(ns, "shop:1.0", 1), "shop 1.0")
+	ns, apps, srv, repo, head := shopOnGit(t)
 	svc := startService(t, nil, "--watch-namespace", ns, "--grace", "0s")
-	spec := "  source: {url: " + repo.HTTPURL() + ", secretRef: {name: git}}\n  path: deploy\n  interval: 1s\n  timeout: 1m\n"
-	if out, err := kubectl([]byte(appDoc(ns, "shop", spec)), "apply", "--server-side", "-f", "-"); err != nil {
-		t.Fatalf("create the App: %v\n%s", err, out)
-	}
+	createShopApp(t, ns, repo)
 	waitAppReady(t, apps, ns, "shop", head)
 	began := time.Now()
 	stage := func(what string) { t.Logf("%s at %s", what, time.Since(began).Round(100*time.Millisecond)) }
@@ -179,21 +172,13 @@ func TestAppGitOperationFailed(t *testing.T) {
 // no revision applied); once the repository is there, it syncs and is
 // Ready.
 func TestAppGitOperationFailedBeforeFirstSync(t *testing.T) {
-	ns := namespace(t)
-	apps := withAppCRD(t, ns, "shop")
-	srv := gitserver.New(t, gitserver.DefaultOptions())
-	gitSecret(t, ns, srv)
-	repo := srv.NewRepo(t, "shop")
-	head := repo.Commit(appFiles(ns, "shop:1.0", 1), "shop 1.0")
+	ns, apps, srv, repo, head := shopOnGit(t)
 	bare := srv.RepoPath("shop")
 	if err := os.Rename(bare, bare+".deleted"); err != nil {
 		t.Fatal(err)
 	}
 	startService(t, nil, "--watch-namespace", ns, "--grace", "0s")
-	spec := "  source: {url: " + repo.HTTPURL() + ", secretRef: {name: git}}\n  path: deploy\n  interval: 1s\n  timeout: 1m\n"
-	if out, err := kubectl([]byte(appDoc(ns, "shop", spec)), "apply", "--server-side", "-f", "-"); err != nil {
-		t.Fatalf("create the App: %v\n%s", err, out)
-	}
+	createShopApp(t, ns, repo)
 	var app *v1alpha1.App
 	waitFor(t, 30*time.Second, "the new App Ready=False, reason GitOperationFailed", func(context.Context) bool {
 		app = getApp(t, apps, "shop")
@@ -210,4 +195,25 @@ func TestAppGitOperationFailedBeforeFirstSync(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitAppReady(t, apps, ns, "shop", head)
+}
+
+// shopOnGit is a namespace with the App CRD, a Git server with its Secret,
+// and the repository "shop" at its first commit (head).
+func shopOnGit(t *testing.T) (ns string, apps dynamic.ResourceInterface, srv *gitserver.Server, repo *gitserver.TestRepo, head string) {
+	t.Helper()
+	ns = namespace(t)
+	apps = withAppCRD(t, ns, "shop")
+	srv = gitserver.New(t, gitserver.DefaultOptions())
+	gitSecret(t, ns, srv)
+	repo = srv.NewRepo(t, "shop")
+	return ns, apps, srv, repo, repo.Commit(appFiles(ns, "shop:1.0", 1), "shop 1.0")
+}
+
+// createShopApp creates the App "shop" on repo, polled every second.
+func createShopApp(t *testing.T, ns string, repo *gitserver.TestRepo) {
+	t.Helper()
+	spec := "  source: {url: " + repo.HTTPURL() + ", secretRef: {name: git}}\n  path: deploy\n  interval: 1s\n  timeout: 1m\n"
+	if out, err := kubectl([]byte(appDoc(ns, "shop", spec)), "apply", "--server-side", "-f", "-"); err != nil {
+		t.Fatalf("create the App: %v\n%s", err, out)
+	}
 }
