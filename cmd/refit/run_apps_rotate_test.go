@@ -31,7 +31,9 @@ func TestRecheckDelay(t *testing.T) {
 }
 
 func TestCredentialsRefused(t *testing.T) {
-	kind := func(k error) error { return &source.Error{URL: "https://git.example.com/x.git", Op: "list refs", Kind: k} }
+	kind := func(k error) error {
+		return &source.Error{URL: "https://git.example.com/x.git", Op: "list refs", Kind: k}
+	}
 	for _, tc := range []struct {
 		name string
 		err  error
