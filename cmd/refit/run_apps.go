@@ -305,7 +305,7 @@ func (c *appController) startApp(ctx context.Context, obj *v1alpha1.App, at stri
 	go func() {
 		defer c.wg.Done()
 		defer close(r.done)
-		defer creds.stop() // before done: stop waits for the loop, the loop for it
+		defer creds.stop() // runs before close(r.done): once stop returns, no recheck of this loop runs
 		if refresh && sub != nil {
 			rctx, cancel := context.WithTimeout(appCtx, refreshTimeout)
 			if err := sub.Refresh(rctx); err != nil && appCtx.Err() == nil {
