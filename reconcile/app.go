@@ -219,7 +219,7 @@ func (l *appLoop) pass(ctx context.Context) time.Duration {
 	l.saveMemory(ctx)
 	switch act {
 	case passPollFailed:
-		l.showPollError(ctx, pollErr)
+		l.showPollError(ctx, pollErr, err)
 		return st.backoff(app.Interval)
 	case passPollFailing: // only to save the memory
 		return st.backoff(app.Interval)

@@ -32,6 +32,11 @@ type Pass struct {
 	Phase    Phase
 	// Message says what happened (the error, for a failure).
 	Message string
+	// Err is the poll's error (PhaseGitFailed): its kind, for errors.Is
+	// (source.ErrAuth, source.ErrHostKey…), tells a refusal of the
+	// credentials from an unreachable host. Show Message, not Err: only
+	// Message is scrubbed for display.
+	Err error
 	// Rollouts are the in-place rollouts under way (PhaseProgressing).
 	Rollouts []RolloutProgress
 	// Progress: a report of the rollouts' progress within a sync, not the

@@ -18,15 +18,15 @@ func pollFailure(err error) string {
 	return urlUserinfo.ReplaceAllString(strings.TrimSpace(err.Error()), "$1")
 }
 
-// showPollError tells the Observer that the poll failed with msg. The
-// revision is the last pass's: what the App last worked on, which the
-// failure does not change.
-func (l *appLoop) showPollError(ctx context.Context, msg string) {
+// showPollError tells the Observer that the poll failed with err, shown
+// as msg. The revision is the last pass's: what the App last worked on,
+// which the failure does not change.
+func (l *appLoop) showPollError(ctx context.Context, msg string, err error) {
 	l.st.pollErr = msg
 	if l.app.Observer == nil {
 		return
 	}
-	p := Pass{Phase: PhaseGitFailed, Message: msg}
+	p := Pass{Phase: PhaseGitFailed, Message: msg, Err: err}
 	if l.st.last != nil {
 		p.Revision = l.st.last.Revision
 	}

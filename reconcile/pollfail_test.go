@@ -136,3 +136,32 @@ func TestPollFailureRedacts(t *testing.T) {
 		})
 	}
 }
+
+// The Observer hears the failed poll's error itself, so that it can tell
+// refused credentials or host keys from an unreachable host.
+func TestPollErrorCarriesItsKind(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		kind error
+	}{
+		{"credentials refused", &source.Error{URL: "https://git.example.com/shop.git", Op: "list refs", Kind: source.ErrAuth}, source.ErrAuth},
+		{"host key refused", &source.Error{URL: "ssh://git.example.com/shop.git", Op: "list refs", Kind: source.ErrHostKey}, source.ErrHostKey},
+		{"host unreachable", &source.Error{URL: "https://git.example.com/shop.git", Op: "list refs", Kind: source.ErrTransport}, source.ErrTransport},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			obs := &passes{}
+			r := &remote{}
+			r.set("", tc.err)
+			l := &appLoop{app: App{Name: "shop", Poller: r, Interval: time.Minute, DriftInterval: time.Hour, Observer: obs}, pipe: &pipe{}, now: time.Now}
+			l.pass(t.Context())
+			got := obs.all()
+			if len(got) != 1 || got[0].Phase != PhaseGitFailed {
+				t.Fatalf("the Observer heard %+v, want one %s pass", got, PhaseGitFailed)
+			}
+			if !errors.Is(got[0].Err, tc.kind) {
+				t.Errorf("Pass.Err = %v, want an error of kind %v", got[0].Err, tc.kind)
+			}
+		})
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -68,6 +69,9 @@ type appController struct {
 	// (nil: not sharded, or no --listen).
 	shardHooks *shardHooks
 
+	// requeue asks for an App to be synced again (set by Run).
+	requeue func(key string)
+
 	mu      sync.Mutex
 	running map[string]*runningApp
 	wg      sync.WaitGroup
@@ -90,6 +94,9 @@ type runningApp struct {
 	// poll-at annotation last handled (pollAsked).
 	wake   *source.Trigger
 	pollAt string
+	// rotated: the Git host refused the loop's credentials and the App's
+	// Secrets now hold others; the loop restarts with them.
+	rotated atomic.Bool
 }
 
 var _ reconcile.Controller = (*appController)(nil)
@@ -127,6 +134,7 @@ func (c *appController) Run(ctx context.Context, start reconcile.StartFunc) {
 	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: enqueue, UpdateFunc: func(_, obj any) { enqueue(obj) }, DeleteFunc: sameName,
 	})
+	c.requeue = queue.Add
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
 	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
@@ -240,8 +248,8 @@ const (
 
 // decide what to do with obj, given the loop running for it (nil: none)
 // and whether it is this replica's (always, unsharded). A new generation
-// or a new reconcile-at value restarts the loop: its first pass reconciles
-// at once.
+// or a new reconcile-at value restarts the loop, as do rotated credentials
+// (run_apps_rotate.go): its first pass reconciles at once.
 func decide(obj *v1alpha1.App, r *runningApp, owned bool) action {
 	switch {
 	case !owned:
@@ -250,7 +258,7 @@ func decide(obj *v1alpha1.App, r *runningApp, owned bool) action {
 		return actFinalize
 	case obj.Spec.Suspend:
 		return actSuspend
-	case r != nil && r.gen == obj.Generation && r.at == obj.Annotations[reconcileAtAnnotation]:
+	case r != nil && r.gen == obj.Generation && r.at == obj.Annotations[reconcileAtAnnotation] && !r.rotated.Load():
 		return actKeep
 	default:
 		return actStart
@@ -277,10 +285,12 @@ func (c *appController) startApp(ctx context.Context, obj *v1alpha1.App, at stri
 		return err
 	}
 	app := built.apps[0]
-	app.Observer = &appStatus{c: c, obj: obj.DeepCopy(), at: at}
-	app.Lock = c.appLock(key)
 	appCtx, cancel := context.WithCancel(ctx)
 	r := &runningApp{cancel: cancel, done: make(chan struct{}), gen: obj.Generation, at: at, pollAt: obj.Annotations[pollAtAnnotation]}
+	creds := &credsRecheck{loopCtx: appCtx, app: key, running: built.creds[a.Name], read: credentialsReader(c.wiring.forApp(a), a),
+		restart: func() { c.credentialsRotated(key, r) }, after: time.After}
+	app.Observer = &appStatus{c: c, obj: obj.DeepCopy(), at: at, creds: creds}
+	app.Lock = c.appLock(key)
 	sub, _ := app.Poller.(*source.Subscription)
 	if sub != nil {
 		r.release, r.wake = sub.Close, sub.Wake()
@@ -295,6 +305,7 @@ func (c *appController) startApp(ctx context.Context, obj *v1alpha1.App, at stri
 	go func() {
 		defer c.wg.Done()
 		defer close(r.done)
+		defer creds.stop() // runs before close(r.done): once stop returns, no recheck of this loop runs
 		if refresh && sub != nil {
 			rctx, cancel := context.WithTimeout(appCtx, refreshTimeout)
 			if err := sub.Refresh(rctx); err != nil && appCtx.Err() == nil {
@@ -306,6 +317,15 @@ func (c *appController) startApp(ctx context.Context, obj *v1alpha1.App, at stri
 	}()
 	logr.FromContextOrDiscard(ctx).Info("app started", "app", key, "generation", obj.Generation)
 	return nil
+}
+
+// credentialsRotated restarts r, the loop of App key, through sync (as a
+// spec change would), unless it has been replaced since.
+func (c *appController) credentialsRotated(key string, r *runningApp) {
+	r.rotated.Store(true)
+	if c.requeue != nil {
+		c.requeue(key)
+	}
 }
 
 // stop ends the app's loop and waits for it; it says whether one ran.
@@ -473,11 +493,17 @@ type appStatus struct {
 	c   *appController
 	obj *v1alpha1.App // as started: its generation and reconcile-at
 	at  string
+	// creds re-reads the App's credentials while Git refuses them (nil:
+	// never).
+	creds *credsRecheck
 }
 
 var _ reconcile.Observer = (*appStatus)(nil)
 
 func (s *appStatus) Observe(ctx context.Context, p reconcile.Pass) {
+	if s.creds != nil {
+		s.creds.observe(p)
+	}
 	out, warn := outcomeOf(p.Phase)
 	sy := v1alpha1.Sync{Generation: s.obj.Generation, Revision: revisionString(p.Revision), Outcome: out,
 		Message: p.Message, ReconcileAt: s.at, Rollouts: rolloutStatuses(p.Rollouts)}

@@ -24,6 +24,8 @@ func TestDecide(t *testing.T) {
 		return a
 	}
 	running := &runningApp{gen: 2, at: "t1"}
+	rotated := &runningApp{gen: 2, at: "t1"}
+	rotated.rotated.Store(true)
 	for _, tc := range []struct {
 		name    string
 		obj     *v1alpha1.App
@@ -36,6 +38,7 @@ func TestDecide(t *testing.T) {
 		{"new generation restarts", app(3, "t1", false, false), running, actStart, false},
 		{"new reconcile-at restarts", app(2, "t2", false, false), running, actStart, false},
 		{"reconcile-at removed restarts", app(2, "", false, false), running, actStart, false},
+		{"rotated credentials restart, same generation", app(2, "t1", false, false), rotated, actStart, false},
 		{"suspended stops", app(2, "t1", true, false), running, actSuspend, false},
 		{"suspended, not running", app(2, "t1", true, false), nil, actSuspend, false},
 		{"deleted finalizes, even suspended", app(2, "t1", true, true), running, actFinalize, false},

@@ -49,6 +49,9 @@ type wired struct {
 	own map[string]*reconcile.Reconciler
 	// sources polls the apps' repositories; it runs while the apps do.
 	sources *source.Hub
+	// creds maps each app to the credentialsDigest of what its poller
+	// authenticates and verifies with (run_apps_rotate.go).
+	creds map[string]string
 }
 
 // appOptions are the reconcile options of a.
@@ -69,7 +72,7 @@ func (w *appWiring) build(ctx context.Context, apps []config.App) (*wired, error
 		}
 		w.hub = source.NewHub(dir)
 	}
-	out := &wired{own: map[string]*reconcile.Reconciler{}, sources: w.hub}
+	out := &wired{own: map[string]*reconcile.Reconciler{}, sources: w.hub, creds: map[string]string{}}
 	var hooks []source.Hook
 	for _, a := range apps {
 		// An App object's Secrets are in its namespace, read as its
@@ -79,6 +82,7 @@ func (w *appWiring) build(ctx context.Context, apps []config.App) (*wired, error
 		if err != nil {
 			return nil, fmt.Errorf("app %s: %w", a.Name, err)
 		}
+		out.creds[a.Name] = credentialsDigest(opts)
 		// Apps on one repository and ref share its polls, fetches and trees.
 		sub, err := w.hub.Subscribe(opts, a.Interval.Duration)
 		if err != nil {

@@ -51,6 +51,8 @@ func DefaultOptions() Options {
 
 // Server is a running Git server. Its methods are safe for concurrent use.
 type Server struct {
+	// mu guards opts.Password, which SetPassword changes while serving.
+	mu      sync.Mutex
 	opts    Options
 	root    string
 	ownRoot bool
@@ -130,7 +132,7 @@ func (s *Server) authMiddleware(next http.Handler) http.Handler {
 			return
 		}
 		if user, pass, ok := r.BasicAuth(); ok && s.opts.Username != "" &&
-			equal(user, s.opts.Username) && equal(pass, s.opts.Password) {
+			equal(user, s.opts.Username) && equal(pass, s.Password()) {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -234,8 +236,29 @@ func (s *Server) RepoPath(repo string) string {
 func (s *Server) SSHAddress() string { return s.sshAddress }
 
 // Username, Password and BearerToken are the HTTP credentials.
-func (s *Server) Username() string    { return s.opts.Username }
-func (s *Server) Password() string    { return s.opts.Password }
+func (s *Server) Username() string { return s.opts.Username }
+func (s *Server) Password() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.opts.Password
+}
+
+// SetPassword rotates the HTTP password: from now on only the new one is
+// accepted (a revoked token).
+func (s *Server) SetPassword(password string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.opts.Password = password
+}
+
+// NewPassword rotates the HTTP password to a fresh random one and returns
+// it.
+func (s *Server) NewPassword() string {
+	p := randomHex(12)
+	s.SetPassword(p)
+	return p
+}
+
 func (s *Server) BearerToken() string { return s.opts.BearerToken }
 
 // KnownHosts is a known_hosts line for the SSH server's host key.

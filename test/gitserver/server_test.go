@@ -139,3 +139,21 @@ func TestServer(t *testing.T) {
 		}
 	})
 }
+
+// A rotated password is the only one accepted: the old one is refused.
+func TestServerNewPassword(t *testing.T) {
+	srv := gitserver.New(t, gitserver.DefaultOptions())
+	repo := srv.NewRepo(t, "app")
+	repo.Commit(map[string]string{"a.yaml": "a: 1\n"}, "first")
+	old := srv.Password()
+	rotated := srv.NewPassword()
+	if rotated == old || srv.Password() != rotated {
+		t.Fatalf("NewPassword = %q, Password = %q; old %q", rotated, srv.Password(), old)
+	}
+	if _, err := listRefs(t, repo.HTTPURL(), &githttp.BasicAuth{Username: srv.Username(), Password: old}); !errors.Is(err, transport.ErrAuthenticationRequired) {
+		t.Errorf("old password: err = %v, want %v", err, transport.ErrAuthenticationRequired)
+	}
+	if _, err := listRefs(t, repo.HTTPURL(), &githttp.BasicAuth{Username: srv.Username(), Password: rotated}); err != nil {
+		t.Errorf("new password: %v", err)
+	}
+}
