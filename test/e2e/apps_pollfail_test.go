@@ -29,19 +29,20 @@ import (
 // written once and one Warning Event is recorded. The repository back, with
 // no new commit, the App is Ready at C again.
 func TestAppGitOperationFailed(t *testing.T) {
-	ns, apps, srv, repo, head := shopOnGit(t)
+	const appName = "gitfail"
+	ns, apps, srv, repo, head := shopOnGit(t, appName)
 	svc := startService(t, nil, "--watch-namespace", ns, "--grace", "0s")
-	createShopApp(t, ns, repo)
-	waitAppReady(t, apps, ns, "shop", head)
+	createShopApp(t, ns, appName, repo)
+	waitAppReady(t, apps, ns, appName, head)
 	began := time.Now()
 	stage := func(what string) { t.Logf("%s at %s", what, time.Since(began).Round(100*time.Millisecond)) }
 
 	// Every status write from now on, as a watch sees it.
-	u, err := apps.Get(t.Context(), "shop", metav1.GetOptions{})
+	u, err := apps.Get(t.Context(), appName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	watch, err := apps.Watch(t.Context(), metav1.ListOptions{FieldSelector: "metadata.name=shop", ResourceVersion: u.GetResourceVersion()})
+	watch, err := apps.Watch(t.Context(), metav1.ListOptions{FieldSelector: "metadata.name=" + appName, ResourceVersion: u.GetResourceVersion()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +92,7 @@ func TestAppGitOperationFailed(t *testing.T) {
 	pollsBefore := strings.Count(svc.out.String(), "poll failed")
 	var ready metav1.Condition
 	waitFor(t, 30*time.Second, "the App Ready=False, reason GitOperationFailed", func(context.Context) bool {
-		ready = readyCondition(getApp(t, apps, "shop"))
+		ready = readyCondition(getApp(t, apps, appName))
 		return ready.Status == metav1.ConditionFalse && ready.Reason == v1alpha1.ReasonGitOperationFailed
 	})
 	stage("repository deleted: GitOperationFailed")
@@ -104,11 +105,11 @@ func TestAppGitOperationFailed(t *testing.T) {
 			t.Errorf("Ready message %q holds a credential (%q)", ready.Message, secret)
 		}
 	}
-	app := getApp(t, apps, "shop")
+	app := getApp(t, apps, appName)
 	if !strings.HasSuffix(app.Status.LastAppliedRevision, "@sha1:"+head) {
 		t.Errorf("lastAppliedRevision %s while Git fails, want still %s", app.Status.LastAppliedRevision, head)
 	}
-	if u, err := apps.Get(t.Context(), "shop", metav1.GetOptions{}); err != nil {
+	if u, err := apps.Get(t.Context(), appName, metav1.GetOptions{}); err != nil {
 		t.Fatal(err)
 	} else if res, err := status.Compute(u); err != nil || res.Status != status.InProgressStatus {
 		t.Errorf("kstatus while Git fails: %v (%v), want InProgress (retrying)", res, err)
@@ -116,7 +117,7 @@ func TestAppGitOperationFailed(t *testing.T) {
 	// The polls retry (backoff up to the 1 s interval): the status stays,
 	// and is not written again.
 	consistentlyTrue(t, 8*time.Second, "the App stays GitOperationFailed while the repository is gone", func(context.Context) (bool, string) {
-		c := readyCondition(getApp(t, apps, "shop"))
+		c := readyCondition(getApp(t, apps, appName))
 		return c.Reason == v1alpha1.ReasonGitOperationFailed && c.Message == ready.Message, "Ready is now " + c.Reason + ": " + c.Message
 	})
 	retries := strings.Count(svc.out.String(), "poll failed") - pollsBefore
@@ -125,12 +126,12 @@ func TestAppGitOperationFailed(t *testing.T) {
 	// The repository back, no new commit: Ready at the same commit again.
 	restore()
 	waitFor(t, 30*time.Second, "the App Ready again at "+head, func(context.Context) bool {
-		app := getApp(t, apps, "shop")
+		app := getApp(t, apps, appName)
 		c := readyCondition(app)
 		return c.Status == metav1.ConditionTrue && strings.HasSuffix(app.Status.LastAppliedRevision, "@sha1:"+head)
 	})
 	stage("repository back: Ready")
-	if app := getApp(t, apps, "shop"); !strings.HasSuffix(app.Status.LastAttemptedRevision, "@sha1:"+head) {
+	if app := getApp(t, apps, appName); !strings.HasSuffix(app.Status.LastAttemptedRevision, "@sha1:"+head) {
 		t.Errorf("lastAttemptedRevision %s, want %s (no new commit)", app.Status.LastAttemptedRevision, head)
 	}
 
@@ -142,7 +143,7 @@ func TestAppGitOperationFailed(t *testing.T) {
 		}
 	}
 	var warnings int32
-	evs, err := bed.Client.CoreV1().Events(ns).List(t.Context(), metav1.ListOptions{FieldSelector: "involvedObject.kind=App,involvedObject.name=shop"})
+	evs, err := bed.Client.CoreV1().Events(ns).List(t.Context(), metav1.ListOptions{FieldSelector: "involvedObject.kind=App,involvedObject.name=" + appName})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,16 +173,17 @@ func TestAppGitOperationFailed(t *testing.T) {
 // no revision applied); once the repository is there, it syncs and is
 // Ready.
 func TestAppGitOperationFailedBeforeFirstSync(t *testing.T) {
-	ns, apps, srv, repo, head := shopOnGit(t)
+	const appName = "gitfail-first"
+	ns, apps, srv, repo, head := shopOnGit(t, appName)
 	bare := srv.RepoPath("shop")
 	if err := os.Rename(bare, bare+".deleted"); err != nil {
 		t.Fatal(err)
 	}
 	startService(t, nil, "--watch-namespace", ns, "--grace", "0s")
-	createShopApp(t, ns, repo)
+	createShopApp(t, ns, appName, repo)
 	var app *v1alpha1.App
 	waitFor(t, 30*time.Second, "the new App Ready=False, reason GitOperationFailed", func(context.Context) bool {
-		app = getApp(t, apps, "shop")
+		app = getApp(t, apps, appName)
 		c := readyCondition(app)
 		return c.Status == metav1.ConditionFalse && c.Reason == v1alpha1.ReasonGitOperationFailed
 	})
@@ -194,26 +196,28 @@ func TestAppGitOperationFailedBeforeFirstSync(t *testing.T) {
 	if err := os.Rename(bare+".deleted", bare); err != nil {
 		t.Fatal(err)
 	}
-	waitAppReady(t, apps, ns, "shop", head)
+	waitAppReady(t, apps, ns, appName, head)
 }
 
-// shopOnGit is a namespace with the App CRD, a Git server with its Secret,
-// and the repository "shop" at its first commit (head).
-func shopOnGit(t *testing.T) (ns string, apps dynamic.ResourceInterface, srv *gitserver.Server, repo *gitserver.TestRepo, head string) {
+// shopOnGit is a namespace with the App CRD (for the App appName: App names
+// are unique in a cluster, and other tests' Apps leave their inventories),
+// a Git server with its Secret, and the repository "shop" at its first
+// commit (head).
+func shopOnGit(t *testing.T, appName string) (ns string, apps dynamic.ResourceInterface, srv *gitserver.Server, repo *gitserver.TestRepo, head string) {
 	t.Helper()
 	ns = namespace(t)
-	apps = withAppCRD(t, ns, "shop")
+	apps = withAppCRD(t, ns, appName)
 	srv = gitserver.New(t, gitserver.DefaultOptions())
 	gitSecret(t, ns, srv)
 	repo = srv.NewRepo(t, "shop")
 	return ns, apps, srv, repo, repo.Commit(appFiles(ns, "shop:1.0", 1), "shop 1.0")
 }
 
-// createShopApp creates the App "shop" on repo, polled every second.
-func createShopApp(t *testing.T, ns string, repo *gitserver.TestRepo) {
+// createShopApp creates the App appName on repo, polled every second.
+func createShopApp(t *testing.T, ns, appName string, repo *gitserver.TestRepo) {
 	t.Helper()
 	spec := "  source: {url: " + repo.HTTPURL() + ", secretRef: {name: git}}\n  path: deploy\n  interval: 1s\n  timeout: 1m\n"
-	if out, err := kubectl([]byte(appDoc(ns, "shop", spec)), "apply", "--server-side", "-f", "-"); err != nil {
+	if out, err := kubectl([]byte(appDoc(ns, appName, spec)), "apply", "--server-side", "-f", "-"); err != nil {
 		t.Fatalf("create the App: %v\n%s", err, out)
 	}
 }

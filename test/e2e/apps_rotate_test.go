@@ -25,8 +25,9 @@ import (
 // within seconds — refit re-reads the Secret on the refusal — with the
 // App's generation unchanged.
 func TestAppsGitCredentialsRotated(t *testing.T) {
+	const appName = "rotated" // App names are unique in a cluster
 	ns := namespace(t)
-	apps := withAppCRD(t, ns, "shop")
+	apps := withAppCRD(t, ns, appName)
 	srv := gitserver.New(t, gitserver.DefaultOptions())
 	gitSecret(t, ns, srv)
 	repo := srv.NewRepo(t, "shop")
@@ -36,11 +37,11 @@ func TestAppsGitCredentialsRotated(t *testing.T) {
 	first := repo.Commit(files("1"), "one")
 	svc := startService(t, nil, "--watch-namespace", ns, "--grace", "0s")
 	spec := "  source: {url: " + repo.HTTPURL() + ", secretRef: {name: git}}\n  path: deploy\n  interval: 1s\n  timeout: 1m\n"
-	if out, err := kubectl([]byte(appDoc(ns, "shop", spec)), "apply", "--server-side", "-f", "-"); err != nil {
+	if out, err := kubectl([]byte(appDoc(ns, appName, spec)), "apply", "--server-side", "-f", "-"); err != nil {
 		t.Fatalf("create the App: %v\n%s", err, out)
 	}
-	waitAppReady(t, apps, ns, "shop", first)
-	generation := getApp(t, apps, "shop").Generation
+	waitAppReady(t, apps, ns, appName, first)
+	generation := getApp(t, apps, appName).Generation
 	configMap := func(ctx context.Context) string {
 		cm, err := bed.Client.CoreV1().ConfigMaps(ns).Get(ctx, "settings", metav1.GetOptions{})
 		if err != nil {
@@ -55,7 +56,7 @@ func TestAppsGitCredentialsRotated(t *testing.T) {
 	second := repo.Commit(files("2"), "two")
 	var ready metav1.Condition
 	waitFor(t, 30*time.Second, "the App Ready=False, reason GitOperationFailed, once its password is revoked", func(context.Context) bool {
-		ready = readyCondition(getApp(t, apps, "shop"))
+		ready = readyCondition(getApp(t, apps, appName))
 		return ready.Status == metav1.ConditionFalse && ready.Reason == v1alpha1.ReasonGitOperationFailed
 	})
 	t.Logf("refused: %s", ready.Message)
@@ -66,7 +67,7 @@ func TestAppsGitCredentialsRotated(t *testing.T) {
 	}
 	started := strings.Count(svc.out.String(), "app started")
 	consistentlyTrue(t, 3*time.Second, "nothing applied with refused credentials", func(ctx context.Context) (bool, string) {
-		app := getApp(t, apps, "shop")
+		app := getApp(t, apps, appName)
 		v := configMap(ctx)
 		return v == "1" && strings.HasSuffix(app.Status.LastAppliedRevision, "@sha1:"+first),
 			fmt.Sprintf("ConfigMap v=%q, lastAppliedRevision %s", v, app.Status.LastAppliedRevision)
@@ -87,7 +88,7 @@ func TestAppsGitCredentialsRotated(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 30*time.Second, "the App Ready at "+second+" with the rotated password", func(context.Context) bool {
-		app := getApp(t, apps, "shop")
+		app := getApp(t, apps, appName)
 		return readyCondition(app).Status == metav1.ConditionTrue && strings.HasSuffix(app.Status.LastAppliedRevision, "@sha1:"+second)
 	})
 	took := time.Since(updated)
@@ -95,14 +96,14 @@ func TestAppsGitCredentialsRotated(t *testing.T) {
 	if v := configMap(t.Context()); v != "2" {
 		t.Errorf("ConfigMap v=%q once Ready at %s, want 2", v, second)
 	}
-	app := getApp(t, apps, "shop")
+	app := getApp(t, apps, appName)
 	if app.Generation != generation {
 		t.Errorf("App generation %d after the rotation, want %d (no spec change)", app.Generation, generation)
 	}
 	if took > 20*time.Second {
 		t.Errorf("%s from the Secret's update to Ready: the re-read is due within 5 s of the refusal, 10 s later at most here", took.Round(100*time.Millisecond))
 	}
-	evs, err := bed.Client.CoreV1().Events(ns).List(t.Context(), metav1.ListOptions{FieldSelector: "involvedObject.kind=App,involvedObject.name=shop"})
+	evs, err := bed.Client.CoreV1().Events(ns).List(t.Context(), metav1.ListOptions{FieldSelector: "involvedObject.kind=App,involvedObject.name=" + appName})
 	if err != nil {
 		t.Fatal(err)
 	}

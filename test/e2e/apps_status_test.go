@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"github.com/refit-gitops/refit/api/v1alpha1"
+	"github.com/refit-gitops/refit/apply"
 	"github.com/refit-gitops/refit/test/gitserver"
 )
 
@@ -40,6 +41,9 @@ func withAppCRD(t *testing.T, ns string, names ...string) dynamic.ResourceInterf
 	t.Cleanup(func() {
 		for _, name := range names {
 			_, _ = apps.Patch(context.Background(), name, types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`), metav1.PatchOptions{})
+			// App names are unique in a cluster: a later test's App (or
+			// CLI app) of this name must not find this one's inventory.
+			_ = bed.Client.CoreV1().ConfigMaps(apply.DefaultInventoryNamespace).Delete(context.Background(), apply.InventoryName(name), metav1.DeleteOptions{})
 		}
 	})
 	return apps
