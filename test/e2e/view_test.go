@@ -125,8 +125,10 @@ func TestViewInBrowser(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("no batch reported by the rollout")
 	}
+	// The rollout holds still meanwhile: the wait is only for the event to
+	// reach the page, which takes long on a loaded machine (two e2e shards).
 	_, err := chromedp.Run(tab, chromedp.Poll[chromedp.Void](`document.querySelectorAll(".grid .pod.restarting, .grid .pod.draining").length > 0`,
-		chromedp.WithPollingTimeout(10*time.Second)))
+		chromedp.WithPollingTimeout(30*time.Second)))
 	if err != nil {
 		close(snapshotDone)
 		t.Fatalf("the page did not show the first batch: %v", err)
