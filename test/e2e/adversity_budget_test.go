@@ -696,32 +696,14 @@ func TestAdversityDaemonSetNodeLosesPodMidRollout(t *testing.T) {
 	ns, dir := namespace(t), t.TempDir()
 	const n = 6
 	pool := ns[len(ns)-5:]
+	var nodes []*corev1.Node
 	for i := 0; i < n; i++ {
 		node := cluster.KwokNode(fmt.Sprintf("pool-%s-%d", pool, i), 10)
 		node.Labels[cluster.NodeTypeLabel] = "kwok-pool" // not a node other tests place Pods on
 		node.Labels["refit.dev/pool"] = pool
-		if _, err := bed.Client.CoreV1().Nodes().Create(context.Background(), node, metav1.CreateOptions{}); err != nil {
-			t.Fatalf("create node %s: %v", node.Name, err)
-		}
-		t.Cleanup(func() {
-			_ = bed.Client.CoreV1().Nodes().Delete(context.Background(), node.Name, metav1.DeleteOptions{})
-		})
+		nodes = append(nodes, node)
 	}
-	waitUntil(t, time.Minute, fmt.Sprintf("%d pool nodes Ready", n), func(ctx context.Context) (bool, string) {
-		nodes, err := bed.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: "refit.dev/pool=" + pool})
-		if err != nil {
-			return false, ""
-		}
-		ready := 0
-		for _, node := range nodes.Items {
-			for _, c := range node.Status.Conditions {
-				if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
-					ready++
-				}
-			}
-		}
-		return ready == n, fmt.Sprintf("%d Ready", ready)
-	})
+	addNodes(t, nodes...)
 	manifest := func(v string) string {
 		m := strings.ReplaceAll(quotaDaemonSet, "VERSION", v)
 		m = strings.Replace(m, "nodeSelector: {refit.dev/node-type: kwok}", "nodeSelector: {refit.dev/pool: "+pool+"}", 1)

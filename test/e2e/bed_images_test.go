@@ -33,25 +33,7 @@ func bedNode(t *testing.T, cpu string, annotations map[string]string) string {
 	}
 	node.Status.Capacity[corev1.ResourceCPU] = resource.MustParse(cpu)
 	node.Status.Allocatable[corev1.ResourceCPU] = resource.MustParse(cpu)
-	if _, err := bed.Client.CoreV1().Nodes().Create(context.Background(), node, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create node %s: %v", node.Name, err)
-	}
-	t.Cleanup(func() {
-		_ = bed.Client.CoreV1().Nodes().Delete(context.Background(), node.Name, metav1.DeleteOptions{})
-	})
-	waitUntil(t, 30*time.Second, "node "+node.Name+" Ready", func(ctx context.Context) (bool, string) {
-		n, err := bed.Client.CoreV1().Nodes().Get(ctx, node.Name, metav1.GetOptions{})
-		if err != nil {
-			return false, err.Error()
-		}
-		for _, c := range n.Status.Conditions {
-			if c.Type == corev1.NodeReady {
-				return c.Status == corev1.ConditionTrue, string(c.Status)
-			}
-		}
-		return false, "no Ready condition"
-	})
-	return node.Name
+	return addNodes(t, node)[0]
 }
 
 // podLog records every state a watch saw of the namespace's Pods.

@@ -112,3 +112,32 @@ func resourceOf(kind string) (schema.GroupVersionResource, bool) {
 	}
 	panic("resourceOf: unexpected kind " + kind)
 }
+
+// addNodes creates kwok nodes of the test's own, removes them when it ends,
+// and waits until each is Ready. It returns their names.
+func addNodes(t *testing.T, nodes ...*corev1.Node) []string {
+	t.Helper()
+	var names []string
+	for _, node := range nodes {
+		if _, err := bed.Client.CoreV1().Nodes().Create(context.Background(), node, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("create node %s: %v", node.Name, err)
+		}
+		names = append(names, node.Name)
+		t.Cleanup(func() {
+			_ = bed.Client.CoreV1().Nodes().Delete(context.Background(), node.Name, metav1.DeleteOptions{})
+		})
+	}
+	waitUntil(t, time.Minute, fmt.Sprintf("nodes %v Ready", names), func(ctx context.Context) (bool, string) {
+		for _, name := range names {
+			n, err := bed.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return false, err.Error()
+			}
+			if !nodeReady(n) {
+				return false, name + " not Ready"
+			}
+		}
+		return true, ""
+	})
+	return names
+}

@@ -37,30 +37,15 @@ const notPrePull = "!" + inplace.PullRolloutLabel
 // the test ends.
 func prePullNodes(t *testing.T, prefix string, n int) []string {
 	t.Helper()
-	var names []string
+	var nodes []*corev1.Node
 	for i := 0; i < n; i++ {
 		node := cluster.KwokNode(fmt.Sprintf("%s-%d", prefix, i), 110)
 		node.Annotations["kwok.refit.dev/pull-delay"] = prePullDelay.String()
 		node.Labels[prePullTaint] = prefix
 		node.Spec.Taints = []corev1.Taint{{Key: prePullTaint, Value: prefix, Effect: corev1.TaintEffectNoSchedule}}
-		if _, err := bed.Client.CoreV1().Nodes().Create(context.Background(), node, metav1.CreateOptions{}); err != nil {
-			t.Fatalf("create node %s: %v", node.Name, err)
-		}
-		names = append(names, node.Name)
-		t.Cleanup(func() {
-			_ = bed.Client.CoreV1().Nodes().Delete(context.Background(), node.Name, metav1.DeleteOptions{})
-		})
+		nodes = append(nodes, node)
 	}
-	waitFor(t, time.Minute, "the pre-pull test's nodes Ready", func(ctx context.Context) bool {
-		for _, name := range names {
-			n, err := bed.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-			if err != nil || !nodeReady(n) {
-				return false
-			}
-		}
-		return true
-	})
-	return names
+	return addNodes(t, nodes...)
 }
 
 func nodeReady(n *corev1.Node) bool {
