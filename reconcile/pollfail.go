@@ -2,20 +2,17 @@ package reconcile
 
 import (
 	"context"
-	"regexp"
 	"strings"
+
+	"github.com/refit-gitops/refit/source"
 )
 
-// urlUserinfo matches the userinfo of a URL inside error text. The source
-// package scrubs its own errors; this is the last guard before a message
-// reaches the App's status and events, which anyone who can read the App
-// sees.
-var urlUserinfo = regexp.MustCompile(`(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@`)
-
 // pollFailure is the message a failed poll shows: its error, without
-// credentials.
+// credentials. The source package scrubs its own errors; this is the last
+// guard before a message reaches the App's status and events, which anyone
+// who can read the App sees.
 func pollFailure(err error) string {
-	return urlUserinfo.ReplaceAllString(strings.TrimSpace(err.Error()), "$1")
+	return source.ScrubURLs(strings.TrimSpace(err.Error()))
 }
 
 // showPollError tells the Observer that the poll failed with err, shown

@@ -121,7 +121,7 @@ func TestPollFailureRedacts(t *testing.T) {
 	for _, tc := range []struct{ name, in, want string }{
 		{"https user and token", "fetch https://bot:s3cret@git.example.com/x.git: refused", "fetch https://git.example.com/x.git: refused"},
 		{"token alone", "GET HTTPS://ghp_abc@github.com/x: 401", "GET HTTPS://github.com/x: 401"},
-		{"ssh password", "ssh://git:pw@host:22/x: refused", "ssh://host:22/x: refused"},
+		{"ssh password", "ssh://git:pw@host:22/x: refused", "ssh://git@host:22/x: refused"}, // an SSH user is no secret
 		{"no userinfo", "git https://git.example.com/x.git (main): fetch: timed out", "git https://git.example.com/x.git (main): fetch: timed out"},
 		{"an address in the detail", "mail admin@example.com", "mail admin@example.com"},
 	} {
@@ -130,7 +130,7 @@ func TestPollFailureRedacts(t *testing.T) {
 			if got != tc.want {
 				t.Errorf("pollFailure(%q) = %q, want %q", tc.in, got, tc.want)
 			}
-			if strings.Contains(got, "s3cret") || strings.Contains(got, "ghp_") {
+			if strings.Contains(got, "s3cret") || strings.Contains(got, "ghp_") || strings.Contains(got, ":pw@") {
 				t.Errorf("pollFailure(%q) = %q keeps a credential", tc.in, got)
 			}
 		})

@@ -103,6 +103,10 @@ var (
 	otherPassword = regexp.MustCompile(`(?i)([a-z][a-z0-9+.-]*://[^/\s:@]+):[^/\s@]+@`)
 )
 
+// ScrubURLs removes the credentials of URLs in s (text meant for an error,
+// a log or a status), by the rule scrub applies to this package's errors.
+func ScrubURLs(s string) string { return scrub(s) }
+
 // scrub removes secrets and URL credentials from text meant for errors and logs.
 func scrub(s string, secrets ...string) string {
 	for _, sec := range secrets {
