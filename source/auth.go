@@ -58,6 +58,18 @@ func (a Auth) digest() string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
+// CredentialsDigest identifies what a poller of opts authenticates and
+// verifies commits with, without keeping the secrets: equal digests, equal
+// credentials and keys.
+func (o Options) CredentialsDigest() string {
+	d := "auth " + o.Auth.digest()
+	if o.Verify != nil {
+		d += "\nverify " + o.Verify.Digest()
+	}
+	sum := sha256.Sum256([]byte(d))
+	return hex.EncodeToString(sum[:])
+}
+
 // endpoint is a parsed repository URL with its credentials split off.
 type endpoint struct {
 	url  string // what go-git dials: credentials removed

@@ -2,11 +2,7 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
-	"fmt"
-	"hash"
 	"sync"
 	"time"
 
@@ -48,27 +44,6 @@ func credentialsRefused(err error) bool {
 	return errors.Is(err, source.ErrAuth) || errors.Is(err, source.ErrHostKey)
 }
 
-// credentialsDigest identifies what a poller authenticates and verifies
-// commits with, so that a re-read is compared with what the loop runs with
-// without keeping (or ever logging) the credentials themselves.
-func credentialsDigest(opts source.Options) string {
-	h := sha256.New()
-	a := opts.Auth
-	for _, v := range []string{a.Username, a.Password, a.BearerToken, string(a.SSHPrivateKey), a.SSHPassphrase,
-		string(a.KnownHosts), fmt.Sprint(a.InsecureSkipHostKeyCheck)} {
-		field(h, v)
-	}
-	verify := ""
-	if opts.Verify != nil {
-		verify = opts.Verify.Digest()
-	}
-	field(h, verify)
-	return hex.EncodeToString(h.Sum(nil))
-}
-
-// field writes v length-prefixed: no two lists of fields hash alike.
-func field(h hash.Hash, v string) { _, _ = fmt.Fprintf(h, "%d:%s", len(v), v) }
-
 // credentialsChanged decides whether a re-read restarts the loop: only
 // when it read something, and something else than the loop runs with.
 func credentialsChanged(running, read string) bool {
@@ -83,7 +58,7 @@ func credentialsReader(aw *appWiring, a config.App) func(ctx context.Context) (s
 		if err != nil {
 			return "", err // names the Secret or file, never what it holds
 		}
-		return credentialsDigest(opts), nil
+		return opts.CredentialsDigest(), nil
 	}
 }
 
@@ -93,7 +68,7 @@ func credentialsReader(aw *appWiring, a config.App) func(ctx context.Context) (s
 type credsRecheck struct {
 	loopCtx context.Context
 	app     string // namespace/name
-	running string // credentialsDigest of the loop's poller
+	running string // CredentialsDigest of the loop's poller
 	read    func(ctx context.Context) (string, error)
 	// restart asks for the App's loop to be restarted (it must not wait
 	// for the loop: the loop waits for the recheck).

@@ -68,21 +68,21 @@ func TestCredentialsChanged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	running := credentialsDigest(base)
+	running := base.CredentialsDigest()
 	for _, tc := range []struct {
 		name string
 		read string
 		want bool
 	}{
-		{"same credentials", credentialsDigest(with(func(*source.Options) {})), false},
-		{"another timeout or cache: not a credential", credentialsDigest(with(func(o *source.Options) { o.Timeout, o.CacheDir = time.Hour, "/c" })), false},
-		{"password rotated", credentialsDigest(with(func(o *source.Options) { o.Auth.Password = "p2" })), true},
-		{"username changed", credentialsDigest(with(func(o *source.Options) { o.Auth.Username = "bot2" })), true},
-		{"bearer token added", credentialsDigest(with(func(o *source.Options) { o.Auth.BearerToken = "t" })), true},
-		{"fields shifted", credentialsDigest(with(func(o *source.Options) { o.Auth.Username, o.Auth.Password = "botp", "1" })), true},
-		{"SSH key", credentialsDigest(with(func(o *source.Options) { o.Auth.SSHPrivateKey = []byte("key") })), true},
-		{"known_hosts", credentialsDigest(with(func(o *source.Options) { o.Auth.KnownHosts = []byte("host ssh-ed25519 AAAA") })), true},
-		{"verification keys", credentialsDigest(with(func(o *source.Options) { o.Verify = keys })), true},
+		{"same credentials", with(func(*source.Options) {}).CredentialsDigest(), false},
+		{"another timeout or cache: not a credential", with(func(o *source.Options) { o.Timeout, o.CacheDir = time.Hour, "/c" }).CredentialsDigest(), false},
+		{"password rotated", with(func(o *source.Options) { o.Auth.Password = "p2" }).CredentialsDigest(), true},
+		{"username changed", with(func(o *source.Options) { o.Auth.Username = "bot2" }).CredentialsDigest(), true},
+		{"bearer token added", with(func(o *source.Options) { o.Auth.BearerToken = "t" }).CredentialsDigest(), true},
+		{"fields shifted", with(func(o *source.Options) { o.Auth.Username, o.Auth.Password = "botp", "1" }).CredentialsDigest(), true},
+		{"SSH key", with(func(o *source.Options) { o.Auth.SSHPrivateKey = []byte("key") }).CredentialsDigest(), true},
+		{"known_hosts", with(func(o *source.Options) { o.Auth.KnownHosts = []byte("host ssh-ed25519 AAAA") }).CredentialsDigest(), true},
+		{"verification keys", with(func(o *source.Options) { o.Verify = keys }).CredentialsDigest(), true},
 		{"not read", "", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

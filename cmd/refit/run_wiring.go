@@ -49,7 +49,7 @@ type wired struct {
 	own map[string]*reconcile.Reconciler
 	// sources polls the apps' repositories; it runs while the apps do.
 	sources *source.Hub
-	// creds maps each app to the credentialsDigest of what its poller
+	// creds maps each app to the source.Options.CredentialsDigest of what its poller
 	// authenticates and verifies with (run_apps_rotate.go).
 	creds map[string]string
 }
@@ -82,7 +82,7 @@ func (w *appWiring) build(ctx context.Context, apps []config.App) (*wired, error
 		if err != nil {
 			return nil, fmt.Errorf("app %s: %w", a.Name, err)
 		}
-		out.creds[a.Name] = credentialsDigest(opts)
+		out.creds[a.Name] = opts.CredentialsDigest()
 		// Apps on one repository and ref share its polls, fetches and trees.
 		sub, err := w.hub.Subscribe(opts, a.Interval.Duration)
 		if err != nil {
