@@ -21,6 +21,14 @@ type rolloutTeller struct {
 	now    func() time.Time
 }
 
+// RolloutTeller tells the story of one in-place rollout of app's change to
+// sink, as refit run does: pass Progress as the rollout's Options.Progress
+// and Result its outcome.
+func RolloutTeller(sink story.Sink, app string, change diff.Change) (progress func(inplace.Progress), result func(inplace.Result)) {
+	t := rolloutTeller{sink: sink, app: app, change: change, now: time.Now}
+	return t.progress, t.result
+}
+
 func (t rolloutTeller) event(kind story.Kind) story.Event {
 	return story.Event{Time: t.now(), Kind: kind, App: t.app, Workload: t.change.Ref}
 }

@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 
 	"github.com/refit-gitops/refit/diff"
 	"github.com/refit-gitops/refit/inplace"
+	"github.com/refit-gitops/refit/reconcile"
 	"github.com/refit-gitops/refit/story"
 	"github.com/refit-gitops/refit/test/gitserver"
 	"github.com/refit-gitops/refit/web"
@@ -53,7 +55,10 @@ func TestViewInBrowser(t *testing.T) {
 	base := parseObjects(t, viewManifest)
 	applyForTest(t, ns, base)
 	waitReadyPods(t, ns, 6, &base[0])
-	bumped := parseObjects(t, strings.ReplaceAll(viewManifest, `"nginx:1.27"`, `"nginx:1.28"`))
+	// A tag no node has yet: the rollout pre-pulls it first, whose reports
+	// come before the first batch's (once, a copy of the teller here told
+	// them as a batch of no Pods, and the test waited for the page in vain).
+	bumped := parseObjects(t, strings.ReplaceAll(viewManifest, `"nginx:1.27"`, `"nginx:1.28-`+ns+`"`))
 	change := plan(t, ns, bumped).Changes[0]
 	if change.Path != diff.PathInPlace {
 		t.Fatalf("plan: %s %s, want in place", change.Class, change.Path)
@@ -94,15 +99,21 @@ func TestViewInBrowser(t *testing.T) {
 	// sees a rollout in progress for certain, not a race with its end.
 	firstBatch, snapshotDone := make(chan struct{}), make(chan struct{})
 	var once sync.Once
+	var pulls atomic.Int32
 	opts := inplace.DefaultOptions()
 	opts.Grace = time.Second // long enough to see Pods drain
-	opts.Progress = func(p inplace.Progress) {
-		e := progressEvent(ns, change, p)
+	// The page is fed as refit run feeds it: the reconciler's teller turns
+	// the engine's reports (pre-pull, start, batches, end) into events.
+	progress, result := reconcile.RolloutTeller(viewSink(func(e story.Event) {
 		view.Emit(e)
+		if e.Kind == story.Pull {
+			pulls.Add(1)
+		}
 		if e.Kind == story.Batch {
 			once.Do(func() { close(firstBatch); <-snapshotDone })
 		}
-	}
+	}), ns, change)
+	opts.Progress = progress
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	done := make(chan inplace.Result, 1)
@@ -113,10 +124,7 @@ func TestViewInBrowser(t *testing.T) {
 			t.Errorf("rollout: %v", err)
 			return
 		}
-		view.Emit(story.Event{Time: time.Now(), Kind: story.RolloutEnded, App: ns, Workload: change.Ref,
-			Outcome: string(res.Outcome), Reason: res.Reason, Pods: res.Total, Updated: res.Updated,
-			Duration: res.Duration, MostUnavailable: res.MaxObserved,
-			Cost: &story.Cost{Requests: res.Requests, RequestsPerPod: float64(res.Requests) / float64(max(res.Total, 1)), RateLimitWait: res.RateLimitWait}})
+		result(res)
 		done <- res
 	}()
 
@@ -148,6 +156,9 @@ func TestViewInBrowser(t *testing.T) {
 	res, ok := <-done
 	if !ok {
 		t.FailNow()
+	}
+	if pulls.Load() == 0 {
+		t.Error("the rollout reported no pre-pull of its new tag")
 	}
 	if res.Outcome != inplace.Succeeded {
 		t.Fatalf("rollout: %s (%s)", res.Outcome, res.Reason)
@@ -183,37 +194,10 @@ func TestViewInBrowser(t *testing.T) {
 	}
 }
 
-// progressEvent tells a progress report of the engine as the service's
-// story does (reconcile's rolloutTeller), for the view.
-func progressEvent(app string, change diff.Change, p inplace.Progress) story.Event {
-	e := story.Event{Time: time.Now(), Kind: story.Batch, App: app, Workload: change.Ref,
-		Batch: p.Batch, Unavailable: p.Unavailable, Patched: p.Patched, Draining: p.Draining, RollingBack: p.RollingBack,
-		Pods: p.Total, Bound: p.MaxUnavailable, Updated: p.Updated}
-	switch {
-	case p.Start && p.RollingBack:
-		e.Kind = story.RollbackStarted
-	case p.Start:
-		e.Kind = story.RolloutStarted
-		for _, img := range change.Images {
-			e.Images = append(e.Images, story.Image{Container: img.Container, From: img.From, To: img.To})
-		}
-	}
-	for _, pod := range p.Pods {
-		state := story.PodOld
-		switch {
-		case pod.Draining:
-			state = story.PodDraining
-		case pod.Phase == inplace.PhaseRestarting:
-			state = story.PodRestarting
-		case pod.Phase == inplace.PhaseDone:
-			state = story.PodNew
-		case pod.Phase == inplace.PhaseFailed:
-			state = story.PodFailedRun
-		}
-		e.PodStates = append(e.PodStates, story.Pod{Name: pod.Name, State: state})
-	}
-	return e
-}
+// viewSink is a story.Sink of a function.
+type viewSink func(story.Event)
+
+func (f viewSink) Emit(e story.Event) { f(e) }
 
 // findChromium returns Debian's Chromium, installing it when missing and
 // this test runs as root (as make browser does); it skips only when it is
